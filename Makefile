@@ -1,0 +1,48 @@
+# twotower: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+ARGS ?=
+TORCH_THREADS ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train test test-all lint format sweep tensorboard clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: an open range would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv: pinned torch first (TORCH=... overrides), then twotower[dev]
+
+train: setup ## train the default model on the embedded synthetic data (ARGS="tower=cnn ...")
+	$(PY) -m twotower.train $(ARGS)
+
+test: setup ## run the test suite
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m pytest $(ARGS)
+
+lint: setup ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+sweep: setup ## the 12-run grid: 3 towers x 4 losses, one multirun directory
+	$(PY) -m twotower.train -m tower=mlp,lstm,cnn \
+		loss=pointwise,pairwise_hinge,pairwise_logistic,listwise_softmax $(ARGS)
+
+tensorboard: setup ## TensorBoard over the latest sweep (or LOGDIR=...)
+	$(VENV)/bin/tensorboard --logdir $${LOGDIR:-$$(ls -dt multirun/*/ outputs 2>/dev/null | head -n 1)}
+
+clean: ## remove runs, caches and build files (keeps .venv and data/)
+	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

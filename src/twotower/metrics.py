@@ -1,0 +1,72 @@
+"""Ranking metrics over each query's candidates, averaged with torchmetrics.
+
+Each query's candidates are one dense row of a ``(B, C)`` matrix, so Recall@k and MRR@k are a
+``topk`` over the row: O(B * C), no per-query Python and no grouping by query index (the
+grouped retrieval metrics of torchmetrics fall back to a quadratic bincount when
+deterministic algorithms are on).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from twotower.negatives import Candidates
+
+
+def per_query(cands: Candidates, recall_at: list[int], mrr_at: int = 10) -> dict[str, torch.Tensor]:
+    """Per-query ``recall@k`` (share of the relevant candidates in the top k) and ``mrr@k``
+    (reciprocal rank of the first relevant candidate, 0 beyond k); each ``(B,)``."""
+    scores = cands.scores.detach().masked_fill(~cands.mask, float("-inf"))
+    relevant = (cands.labels > 0) & cands.mask  # (B, C)
+    depth = min(max([*recall_at, mrr_at]), scores.shape[1])
+    top = scores.topk(depth, dim=1).indices  # (B, depth)
+    hits = relevant.gather(1, top) & cands.mask.gather(1, top)  # (B, depth)
+    n_relevant = relevant.sum(1).clamp(min=1)
+    out = {f"recall@{k}": hits[:, :k].sum(1) / n_relevant for k in recall_at}
+    ranks = torch.arange(1, depth + 1, device=scores.device, dtype=scores.dtype)
+    reciprocal = (hits[:, :mrr_at] / ranks[:mrr_at]).amax(1)  # the first hit dominates
+    out[f"mrr@{mrr_at}"] = reciprocal
+    return out
+
+
+def rankable(cands: Candidates) -> torch.Tensor:
+    """``(B,)`` float: the query has a relevant candidate and something to rank it against."""
+    relevant = (cands.labels > 0) & cands.mask
+    return (relevant.any(1) & (cands.mask & ~relevant).any(1)).float()
+
+
+def top1_accuracy(cands: Candidates) -> torch.Tensor:
+    """``(B,)`` float: the top-scored valid candidate is relevant (the seeds' accuracy)."""
+    scores = cands.scores.detach().masked_fill(~cands.mask, float("-inf"))
+    relevant = (cands.labels > 0) & cands.mask
+    return relevant.gather(1, scores.argmax(1, keepdim=True)).squeeze(1).float()
+
+
+class Accuracy(MeanMetric):
+    """Share of rankable queries whose top candidate is relevant."""
+
+    def update(self, cands: Candidates) -> None:  # type: ignore[override]
+        weight = rankable(cands)
+        if weight.sum() > 0:  # labelled rows (one candidate each) have nothing to rank
+            super().update(top1_accuracy(cands), weight)
+
+
+class RankingMetrics(nn.Module):
+    """Running means of :func:`per_query` over the queries that have a relevant candidate
+    and something to rank it against."""
+
+    def __init__(self, recall_at: list[int], mrr_at: int = 10):
+        super().__init__()
+        self.recall_at, self.mrr_at = list(recall_at), mrr_at
+        names = [*(f"recall@{k}" for k in recall_at), f"mrr@{mrr_at}"]
+        self.means = nn.ModuleDict({name: MeanMetric() for name in names})
+
+    def update(self, cands: Candidates) -> None:
+        weight = rankable(cands)
+        for name, values in per_query(cands, self.recall_at, self.mrr_at).items():
+            self.means[name].update(values, weight)
+
+    def items(self):
+        return self.means.items()

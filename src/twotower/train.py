@@ -1,0 +1,172 @@
+"""Hydra entry point: compose -> build and check every part -> fit -> validate/test -> report.
+
+python -m twotower.train tower=lstm loss=pairwise_hinge
+python -m twotower.train -m tower=mlp,lstm,cnn loss=pointwise,listwise_softmax
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from twotower.callbacks import FitStats
+from twotower.errors import ConfigError
+from twotower.module import TwoTowerModule
+from twotower.summary import flat_hparams, print_metrics
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+log = logging.getLogger("twotower")
+# A run without overrides gets a directory name too.
+OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
+
+
+def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Instantiate ``cfg`` (found at ``key``); a :class:`ConfigError` is re-raised with the key."""
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause.under(key) from None
+        raise ConfigError(
+            key, OmegaConf.select(cfg, "_target_"), f"cannot be built: {cause or e}"
+        ) from e
+    except ConfigError as e:
+        raise e.under(key) from None
+
+
+def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowerModule:
+    """Build towers, similarity, negatives and loss, and check that they fit the data."""
+    vocab = datamodule.vocab_size
+    query_tower = build(cfg.tower, "tower", vocab_size=vocab)
+    if cfg.model.share_towers:
+        if cfg.tower != cfg.doc_tower:
+            raise ConfigError(
+                "model.share_towers",
+                True,
+                "needs the same tower on both sides; drop the tower@doc_tower "
+                "override or set model.share_towers=false",
+            )
+        doc_tower = None
+    else:
+        doc_tower = build(cfg.doc_tower, "doc_tower", vocab_size=vocab)
+    negatives = build(cfg.negatives, "negatives")
+    try:
+        negatives.check_batch_size(cfg.data.batch_size)
+    except ConfigError as e:
+        raise e.under("negatives") from None
+    loss = build(cfg.loss, "loss")
+    fmt = datamodule.train_format
+    if fmt not in negatives.formats:
+        raise ConfigError(
+            "negatives._target_",
+            cfg.negatives._target_,
+            f"needs training data of format {' or '.join(negatives.formats)}, "
+            f"but data.format={fmt}",
+        )
+    if loss.needs_negatives_per_row and fmt == "labelled":
+        raise ConfigError(
+            "loss._target_",
+            cfg.loss._target_,
+            "ranks a relevant against a non-relevant candidate of the same "
+            "query, but data.format=labelled gives one candidate per row; use "
+            "loss=pointwise or data.format=presampled",
+        )
+    return TwoTowerModule(
+        query_tower=query_tower,
+        doc_tower=doc_tower,
+        similarity=build(cfg.similarity, "similarity"),
+        negatives=negatives,
+        loss=loss,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        scheduler=build(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        scheduler_monitor=cfg.model.scheduler_monitor,
+        recall_at=tuple(cfg.model.recall_at),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        tokenizer_state=datamodule.tokenizer.state_dict(),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns what ``metrics.json`` holds."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError("ckpt_path", cfg.ckpt_path, "no such file")
+    out_dir = Path(cfg.paths.output_dir)
+
+    tokenizer = build(cfg.tokenizer, "tokenizer")
+    datamodule = build(cfg.data, "data", tokenizer=tokenizer)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+
+    stats = FitStats()
+    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    logger = build(cfg.logger, "logger") if cfg.get("logger") else False
+    trainer: pl.Trainer = build(
+        cfg.trainer, "trainer", callbacks=[*callbacks, stats], logger=logger
+    )
+
+    metrics: dict[str, float] = {}
+    if cfg.eval_before_training and not trainer.fast_dev_run:
+        untrained = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        metrics.update({f"untrained/{k}": v for k, v in untrained.items()})
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt = best or None  # fast_dev_run saves no checkpoint: evaluate the weights in memory
+    metrics.update(
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    )
+    if cfg.run_test:
+        metrics.update(
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+        )
+
+    result = {
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": stats.seconds,
+        "train_samples": stats.samples,
+        "train_samples_per_s": stats.samples / stats.seconds if stats.seconds else 0.0,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_checkpoint": best,
+        "seed": cfg.seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        if logger:
+            logger.log_hyperparams(
+                flat_hparams(cfg), metrics={f"final/{k}": v for k, v in result["metrics"].items()}
+            )
+            logger.save()
+        print_metrics(result, out_dir / "metrics.json")
+    return result
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        result = train(cfg)
+    except ConfigError as e:
+        # One line naming the key, not a stack trace from deep inside torch.
+        print(f"twotower: config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    metric = cfg.get("optimized_metric")
+    return result["metrics"].get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

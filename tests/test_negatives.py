@@ -1,0 +1,126 @@
+"""Candidate builders: shapes, labels and, above all, masking of accidental positives."""
+
+import pytest
+import torch
+
+from twotower.errors import ConfigError
+from twotower.negatives import InBatchNegatives, PresampledNegatives, SampledNegatives
+from twotower.similarity import Similarity
+
+DOT = Similarity(kind="dot", scale=1.0)
+
+
+def identity_batch(doc_ids, query_ids):
+    """Documents as one-hot vectors of their id: a candidate scores 1 iff it is the positive's
+    document, so any valid negative scoring 1 would be an accidental positive."""
+    doc_ids, query_ids = torch.tensor(doc_ids), torch.tensor(query_ids)
+    d = torch.nn.functional.one_hot(doc_ids, 16).float()
+    batch = {"doc_id": doc_ids, "query_id": query_ids}
+    return d.clone(), d, batch  # each query vector equals its positive's vector
+
+
+def test_seed_rotation_scores_the_positive_as_a_negative():
+    # Seed 000 rotates the batch by randint(1, B + i) % B: offset 0 happens, and then every
+    # query's "negative" is its own positive. Show the defect we guard against.
+    b = 4
+    offsets = {(r % b) for r in range(1, b + 4)}
+    assert 0 in offsets
+    q, d, batch = identity_batch(range(b), range(b))
+    rotated = torch.roll(d, shifts=0, dims=0)
+    assert torch.equal((q * rotated).sum(1), torch.ones(b))  # positive scored as negative
+
+
+def test_in_batch_masks_same_document_and_same_query():
+    q, d, batch = identity_batch([0, 1, 1, 2, 3], [0, 1, 2, 3, 0])
+    c = InBatchNegatives()(q, d, batch, DOT, None)
+    assert c.scores.shape == c.labels.shape == c.mask.shape == (5, 5)
+    assert torch.equal(c.labels, torch.eye(5))
+    expected = torch.ones(5, 5, dtype=torch.bool)
+    expected[1, 2] = expected[2, 1] = False  # rows 1 and 2 share document 1
+    expected[0, 4] = expected[4, 0] = False  # rows 0 and 4 share query 0: each other's positive
+    assert torch.equal(c.mask, expected)
+    negatives = c.scores[c.mask & (c.labels == 0)]
+    assert torch.all(negatives == 0)
+
+
+@pytest.mark.parametrize("num_negatives", [1, 3, 7])
+def test_sampled_never_draws_an_accidental_positive(num_negatives):
+    torch.manual_seed(0)
+    ids = [0, 1, 1, 2, 3, 3, 3, 4]
+    q, d, batch = identity_batch(ids, list(range(8)))
+    sampler = SampledNegatives(num_negatives)
+    for _ in range(200):
+        c = sampler(q, d, batch, DOT, None)
+        assert c.scores.shape == (8, 1 + num_negatives)
+        assert torch.all(c.scores[:, 0] == 1) and torch.all(c.labels[:, 0] == 1)
+        negatives = c.scores[:, 1:][c.mask[:, 1:]]
+        assert torch.all(negatives == 0)  # never the positive's own document
+
+
+def test_sampled_masks_filler_when_the_batch_is_too_small():
+    q, d, batch = identity_batch([0, 0, 1], [0, 1, 2])
+    c = SampledNegatives(2)(q, d, batch, DOT, None)
+    # rows 0 and 1 share their document: one eligible negative each, the second is filler
+    assert c.mask[:, 1:].sum(1).tolist() == [1, 1, 2]
+
+
+def test_sampled_draws_uniformly():
+    torch.manual_seed(1)
+    batch = {"doc_id": torch.arange(5), "query_id": torch.arange(5)}
+    qs = torch.eye(5)
+    ds = torch.arange(1.0, 6.0)[:, None] * torch.ones(5, 5)  # doc j scores j + 1 for any query
+    counts = torch.zeros(5, 5)
+    for _ in range(2000):
+        c = SampledNegatives(1)(qs, ds, batch, DOT, None)
+        drawn = (c.scores[:, 1] - 1).long()
+        counts[torch.arange(5), drawn] += 1
+    assert torch.all(counts.diagonal() == 0)
+    off = counts[~torch.eye(5, dtype=torch.bool)]
+    assert off.min() > 400 and off.max() < 600  # 500 expected each
+
+
+def test_sampled_negatives_must_be_fewer_than_the_batch():
+    with pytest.raises(ConfigError, match="num_negatives=8: must be < data.batch_size"):
+        SampledNegatives(8).check_batch_size(8)
+    with pytest.raises(ConfigError, match="num_negatives"):
+        SampledNegatives(0)
+
+
+def presampled_batch():
+    q, d, batch = identity_batch([0, 1, 2], [0, 1, 2])
+    batch["neg_id"] = torch.tensor([[1, 0], [2, 3], [1, 1]])  # row 0 lists its positive
+    batch["neg"] = batch["neg_id"]  # the "encoder" below maps ids to one-hot vectors
+    return q, d, batch
+
+
+def encode(ids):
+    return torch.nn.functional.one_hot(ids, 16).float()
+
+
+def test_presampled_own_negatives_mask_the_positive():
+    q, d, batch = presampled_batch()
+    c = PresampledNegatives()(q, d, batch, DOT, encode)
+    assert c.scores.shape == (3, 3)
+    assert c.labels[:, 0].tolist() == [1, 1, 1] and c.labels[:, 1:].sum() == 0
+    assert c.mask.tolist() == [[True, True, False], [True, True, True], [True, True, True]]
+    assert torch.all(c.scores[:, 1:][c.mask[:, 1:]] == 0)
+
+
+def test_presampled_shared_across_batch():
+    q, d, batch = presampled_batch()
+    c = PresampledNegatives(share_across_batch=True)(q, d, batch, DOT, encode)
+    assert c.scores.shape == (3, 3 + 6)
+    assert torch.equal(c.labels[:, :3], torch.eye(3))
+    # every valid non-positive candidate is another document
+    assert torch.all(c.scores[c.mask & (c.labels == 0)] == 0)
+    # candidates: positives [0, 1, 2] then negatives [1, 0, 2, 3, 1, 1]; each row loses the
+    # copies of its own document: row 0 one (doc 0), row 1 three (doc 1), row 2 one (doc 2)
+    assert c.mask.sum(1).tolist() == [9 - 1, 9 - 3, 9 - 1]
+
+
+def test_presampled_labelled_rows():
+    q, d, batch = identity_batch([0, 1], [0, 1])
+    batch["label"] = torch.tensor([1.0, 0.0])
+    c = PresampledNegatives()(q, d, batch, DOT, encode)
+    assert c.scores.shape == (2, 1)
+    assert c.labels.flatten().tolist() == [1.0, 0.0] and c.mask.all()
