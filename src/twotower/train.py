@@ -6,6 +6,7 @@ python -m twotower.train -m tower=mlp,lstm,cnn loss=pointwise,listwise_softmax
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
 
 from twotower.callbacks import FitStats
 from twotower.errors import ConfigError
@@ -96,6 +98,17 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
     )
 
 
+def log_final(logger: Logger, params: dict[str, Any], metrics: dict[str, float], step: int):
+    """Hyper-parameters with the final metrics (TensorBoard's HPARAMS tab compares runs)."""
+    final = {f"final/{k}": v for k, v in metrics.items()}
+    if "metrics" in inspect.signature(logger.log_hyperparams).parameters:
+        logger.log_hyperparams(params, metrics=final)
+    else:
+        logger.log_hyperparams(params)
+        logger.log_metrics(final, step=step)
+    logger.save()
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; returns what ``metrics.json`` holds."""
     started = time.perf_counter()
@@ -148,10 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         if logger:
-            logger.log_hyperparams(
-                flat_hparams(cfg), metrics={f"final/{k}": v for k, v in result["metrics"].items()}
-            )
-            logger.save()
+            log_final(logger, flat_hparams(cfg), result["metrics"], trainer.global_step)
         print_metrics(result, out_dir / "metrics.json")
     return result
 

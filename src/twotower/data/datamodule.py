@@ -7,7 +7,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
 
 from twotower.data.batches import TextPairDataset, collate, labelled_rows
 from twotower.data.synthetic import SyntheticData, SyntheticGenerator, SyntheticSplit
@@ -159,10 +160,16 @@ class SyntheticDataModule(pl.LightningDataModule):
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
         if name not in self.datasets:
             raise RuntimeError("call setup() before asking for a dataloader")
+        dataset, sampler = self.datasets[name], None
+        if not shuffle and dist.is_available() and dist.is_initialized():
+            # Lightning's own distributed sampler always shuffles training rows: honour
+            # shuffle_train=false with one that does not (Lightning keeps a given one).
+            sampler = DistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            self.datasets[name],
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             drop_last=False,
             collate_fn=collate,
             num_workers=self.num_workers,
