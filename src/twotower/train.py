@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from twotower.module import TwoTowerModule
 from twotower.summary import flat_hparams, print_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-log = logging.getLogger("twotower")
 # A run without overrides gets a directory name too.
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
 
