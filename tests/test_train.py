@@ -51,6 +51,7 @@ def test_every_tower_and_loss_trains(make_cfg, tmp_path, tower, loss):
         ["scheduler=plateau"],
         ["optimizer=sgd"],
         ["tower=lstm", "tower.pooling=attention"],
+        ["experiment=dssm"],
     ],
     ids=lambda o: " ".join(o),
 )
