@@ -119,3 +119,14 @@ def test_same_command_same_metrics(make_cfg):
     torch.manual_seed(123)  # disturb the global RNG: the run must seed itself
     second = train(make_cfg("~logger"))["metrics"]
     assert first == second
+
+
+def test_resume_from_a_checkpoint_keeps_its_tokenizer(make_cfg, tmp_path):
+    first = train(make_cfg("~logger"))
+    ckpt = first["best_checkpoint"]
+    # another data seed would fit another vocabulary: resuming must keep the checkpoint's
+    resumed = train(make_cfg("~logger", f"ckpt_path={ckpt}", "trainer.max_epochs=2", "data.seed=5"))
+    assert resumed["global_step"] == 2 * first["global_step"]
+    saved = torch.load(resumed["best_checkpoint"], weights_only=True)["hyper_parameters"]
+    original = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert saved["tokenizer_state"] == original["tokenizer_state"]

@@ -15,11 +15,13 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from twotower.callbacks import FitStats
+from twotower.data.tokenizers import tokenizer_from_state
 from twotower.errors import ConfigError
 from twotower.module import TwoTowerModule
 from twotower.summary import flat_hparams, print_metrics
@@ -115,7 +117,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("ckpt_path", cfg.ckpt_path, "no such file")
     out_dir = Path(cfg.paths.output_dir)
 
-    tokenizer = build(cfg.tokenizer, "tokenizer")
+    if cfg.get("ckpt_path"):  # resume with the vocabulary the checkpoint's embeddings index
+        ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
+        tokenizer = tokenizer_from_state(ckpt["hyper_parameters"]["tokenizer_state"])
+    else:
+        tokenizer = build(cfg.tokenizer, "tokenizer")
     datamodule = build(cfg.data, "data", tokenizer=tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from twotower.data.batches import TextPairDataset, collate, labelled_rows
 from twotower.data.synthetic import SyntheticData, SyntheticGenerator, SyntheticSplit
-from twotower.data.tokenizers import Tokenizer, tokenizer_from_state
+from twotower.data.tokenizers import Tokenizer
 from twotower.errors import check, check_choice
 
 log = logging.getLogger("twotower.data")
@@ -184,20 +184,6 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, False)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The tokenizer, so a checkpoint alone can encode new text."""
-        return {"tokenizer": self.tokenizer.state_dict()} if self.tokenizer.is_fitted else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the checkpoint's tokenizer; re-encode if data was encoded with another."""
-        state = state_dict.get("tokenizer")
-        if state is None or state == self.state_dict().get("tokenizer"):
-            return
-        self.tokenizer = tokenizer_from_state(state)
-        if self.data is not None:
-            log.warning("checkpoint tokenizer differs from the fitted one: re-encoding")
-            self._encode()
 
 
 def _dataset(
