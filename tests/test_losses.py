@@ -280,3 +280,16 @@ def test_yaml_instantiates(name, cls):
     assert type(loss) is cls
     assert loss.needs_negatives_per_row is (cls is not PointwiseLoss)
     assert torch.isfinite(loss(*batch()))
+
+
+def test_pointwise_balance_weighs_the_classes_equally():
+    # BCE at logit 0 is log 2 for either class; at logit x: positive softplus(-x), negative
+    # softplus(x). One positive at 2, three negatives at 0: per class means, then their mean.
+    scores = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    pos, neg = math.log(1 + math.exp(-2.0)), math.log(2.0)
+    balanced = PointwiseLoss(balance=True)(scores, labels, mask)
+    plain = PointwiseLoss()(scores, labels, mask)
+    assert balanced.item() == pytest.approx((pos + neg) / 2)
+    assert plain.item() == pytest.approx((pos + 3 * neg) / 4)

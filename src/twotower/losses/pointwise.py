@@ -30,6 +30,9 @@ class PointwiseLoss(nn.Module):
         learn_bias: learn the bias (a parameter of this module: the module's optimizer
             must include it), else keep it fixed at ``init_bias``.
         init_bias: initial (or fixed) bias added to the scores.
+        balance: average the positive entries' and the negative entries' losses separately,
+            then the two: in-batch candidates give B - 1 negatives per positive, and a
+            plain mean over them learns to call everything negative.
 
     Shapes:
         scores, labels, mask: (B, C); output: scalar.
@@ -49,8 +52,16 @@ class PointwiseLoss(nn.Module):
 
     needs_negatives_per_row: ClassVar[bool] = False
 
-    def __init__(self, pos_weight: float = 1.0, learn_bias: bool = False, init_bias: float = 0.0):
+    def __init__(
+        self,
+        pos_weight: float = 1.0,
+        learn_bias: bool = False,
+        init_bias: float = 0.0,
+        balance: bool = False,
+    ):
         super().__init__()
+        check(isinstance(balance, bool), "balance", balance, "must be true or false")
+        self.balance = balance
         check_positive("pos_weight", pos_weight)
         check(isinstance(learn_bias, bool), "learn_bias", learn_bias, "must be true or false")
         is_number = isinstance(init_bias, int | float) and not isinstance(init_bias, bool)
@@ -69,4 +80,10 @@ class PointwiseLoss(nn.Module):
         losses = F.binary_cross_entropy_with_logits(
             logits, target, pos_weight=self.pos_weight, reduction="none"
         )  # (B, C)
-        return torch.where(mask, losses, 0.0).sum() / mask.sum().clamp(min=1)
+        if not self.balance:
+            return torch.where(mask, losses, 0.0).sum() / mask.sum().clamp(min=1)
+        positive = mask & (target > 0)  # (B, C)
+        negative = mask & ~positive
+        pos_mean = torch.where(positive, losses, 0.0).sum() / positive.sum().clamp(min=1)
+        neg_mean = torch.where(negative, losses, 0.0).sum() / negative.sum().clamp(min=1)
+        return (pos_mean + neg_mean) / 2
