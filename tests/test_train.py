@@ -23,11 +23,16 @@ def test_every_tower_and_loss_trains(make_cfg, tmp_path, tower, loss):
         "val/recall@1",
         "val/recall@10",
         "val/mrr@10",
-        "test/mrr@10",
-        "untrained/val/mrr@10",
+        "val/ndcg@10",
+        "val/map@100",
+        "val/batch/recall@5",
+        "val/batch/mrr@10",
+        "test/ndcg@10",
+        "untrained/val/ndcg@10",
     ):
         assert key in m and m[key] == m[key], key  # present and not NaN
-    assert 0.0 <= m["val/recall@1"] <= m["val/recall@5"] <= m["val/recall@10"] <= 1.0
+    assert 0.0 <= m["val/recall@1"] <= m["val/recall@10"] <= m["val/recall@100"] <= 1.0
+    assert (tmp_path / "run.test.trec").is_file() and (tmp_path / "run.val.trec").is_file()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"] == m and saved["train_samples"] == 3 * 16
 
@@ -110,7 +115,8 @@ def test_training_learns(make_cfg):
         )
     )
     m = result["metrics"]
-    assert m["val/mrr@10"] > m["untrained/val/mrr@10"] + 0.2
+    assert m["val/batch/mrr@10"] > m["untrained/val/batch/mrr@10"] + 0.2
+    assert m["val/ndcg@10"] > m["untrained/val/ndcg@10"] + 0.1  # over all 400 documents
     assert m["val/loss"] < m["untrained/val/loss"]
 
 

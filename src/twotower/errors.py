@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -38,3 +41,29 @@ def check_positive(key: str, value: Any, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     check(ok, key, value, "must be >= 0" if allow_zero else "must be > 0")
+
+
+class DataError(ValueError):
+    """Bad input data, raised while reading (before training): names file, line and field.
+
+    ``line`` is 1-based (the header is line 1 of a table); ``None`` for file-level problems.
+    """
+
+    def __init__(self, path: Any, line: int | None, field: str | None, problem: str):
+        self.path, self.line, self.field, self.problem = str(path), line, field, problem
+        where = self.path if line is None else f"{self.path}:{line}"
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{problem}")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Config and data mistakes end a command with one line and exit code 2, no traceback."""
+    try:
+        yield
+    except ConfigError as e:
+        print(f"twotower: config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except DataError as e:
+        print(f"twotower: data error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

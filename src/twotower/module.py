@@ -7,11 +7,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from twotower.data.tokens import TokenStore
 from twotower.metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
 from twotower.negatives import Candidates, in_batch
+from twotower.retrieval.evaluation import Ranking, evaluate
+from twotower.retrieval.ranking import DEFAULT_METRICS, parse_metrics
 from twotower.similarity import Similarity
 
 
@@ -29,6 +33,8 @@ class TwoTowerModule(pl.LightningModule):
         scheduler: an optional partial LR scheduler taking the optimizer.
         scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
         recall_at: the k of the in-batch Recall@k logged in validation and test.
+        metrics: full-corpus metrics logged in validation and test (``ndcg@10`` ...).
+        run_depth: documents kept per query in the test ranking (the run file's depth).
         config: the resolved run config, kept in checkpoints.
         tokenizer_state: the tokenizer's ``state_dict()``, kept in checkpoints.
     """
@@ -44,6 +50,8 @@ class TwoTowerModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/loss",
         recall_at: tuple[int, ...] = (1, 5, 10),
+        metrics: tuple[str, ...] = DEFAULT_METRICS,
+        run_depth: int = 100,
         config: dict | None = None,
         tokenizer_state: dict | None = None,
     ):
@@ -73,6 +81,10 @@ class TwoTowerModule(pl.LightningModule):
         self.eval_ranking = nn.ModuleDict(
             {s: RankingMetrics(list(recall_at)) for s in ("val", "test")}
         )
+        parse_metrics(metrics)  # a bad name fails here, not after the first epoch
+        self.metrics, self.run_depth = list(metrics), run_depth
+        self._encoded: dict[str, list[tuple[Tensor, Tensor]]] = {"query": [], "doc": []}
+        self.rankings: dict[str, Ranking] = {}  # the last full-corpus ranking per stage
 
     def encode_queries(self, tokens: torch.Tensor) -> torch.Tensor:
         """Query vectors ``(B, D)`` from tokens ``(B, W, T)``."""
@@ -81,6 +93,19 @@ class TwoTowerModule(pl.LightningModule):
     def encode_documents(self, tokens: torch.Tensor) -> torch.Tensor:
         """Document vectors ``(B, D)`` from tokens ``(B, W, T)``."""
         return self.doc_tower(tokens)
+
+    @torch.inference_mode()
+    def embed(self, tokens: TokenStore, side: str, batch_size: int = 1024) -> Tensor:
+        """Search-ready vectors ``(N, D)`` of every text in ``tokens`` (``side``: query or doc).
+
+        Vectors are prepared for inner product (normalised for cosine), on the CPU.
+        """
+        encode = {"query": self.encode_queries, "doc": self.encode_documents}[side]
+        out = []
+        for start in range(0, len(tokens), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(tokens)))
+            out.append(self.similarity.prepare(encode(tokens.batch(rows).to(self.device))).cpu())
+        return torch.cat(out).float() if out else torch.zeros(0, 0)
 
     def model_step(self, batch: dict[str, torch.Tensor]):
         """Encode, build candidates and compute the loss; shared by train, val and test."""
@@ -101,7 +126,16 @@ class TwoTowerModule(pl.LightningModule):
         self.log("train/gamma", self.similarity.scale.detach(), batch_size=n)
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+        """Rows: loss and in-batch metrics; query or document batches: encode for the ranking."""
+        if "doc" not in batch:  # the split's judged queries
+            vectors = self.similarity.prepare(self.encode_queries(batch["query"]))
+            self._encoded["query"].append((batch["index"], vectors))
+            return
+        if "query" not in batch:  # the corpus
+            vectors = self.similarity.prepare(self.encode_documents(batch["doc"]))
+            self._encoded["doc"].append((batch["index"], vectors))
+            return
         loss, cands, q, d = self.model_step(batch)
         n = batch["query"].shape[0]
         self.eval_loss[stage].update(loss, n)
@@ -110,16 +144,66 @@ class TwoTowerModule(pl.LightningModule):
         # runs with different negatives, losses and device counts compare.
         ranked = in_batch(q, d, batch, self.similarity, global_batch=False)
         self.eval_ranking[stage].update(ranked)
-        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=stage == "val", batch_size=n)
-        self.log(f"{stage}/accuracy", self.eval_accuracy[stage], batch_size=n)
+        kw = {"batch_size": n, "add_dataloader_idx": False}
+        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=stage == "val", **kw)
+        self.log(f"{stage}/accuracy", self.eval_accuracy[stage], **kw)
         for name, metric in self.eval_ranking[stage].items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name.startswith("mrr"), batch_size=n)
+            self.log(f"{stage}/batch/{name}", metric, **kw)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def _gather(self, kind: str, n: int) -> tuple[Tensor, Tensor]:
+        """The ``(n, D)`` vectors encoded this epoch (from every process) and a present mask."""
+        parts = self._encoded[kind]
+        self._encoded[kind] = []
+        index = torch.cat([i for i, _ in parts])
+        vectors = torch.cat([v for _, v in parts]).float()
+        if self.trainer.world_size > 1:  # samplers pad to equal shards: shapes agree
+            index = self.all_gather(index).flatten()
+            vectors = self.all_gather(vectors).flatten(0, -2)
+        out = vectors.new_zeros(n, vectors.shape[-1])
+        out[index] = vectors
+        present = torch.zeros(n, dtype=torch.bool, device=out.device)
+        present[index] = True
+        return out.cpu(), present.cpu()
+
+    def _rank_corpus(self, stage: str) -> None:
+        """Rank the whole corpus for the split's judged queries and log the metrics."""
+        if self.trainer.sanity_checking or not self._encoded["doc"]:
+            self._encoded = {"query": [], "doc": []}
+            return
+        datamodule = self.trainer.datamodule
+        split = datamodule.eval_splits[stage]
+        queries, q_present = self._gather("query", len(split.query_ids))
+        docs, d_present = self._gather("doc", len(datamodule.doc_ids))
+        if not (q_present.all() and d_present.all()):
+            rank_zero_warn(
+                f"{stage}: ranked {int(d_present.sum())}/{len(d_present)} documents for "
+                f"{int(q_present.sum())}/{len(q_present)} queries (limit_{stage}_batches?): "
+                "the full-corpus metrics cover only those"
+            )
+        ranking = evaluate(
+            queries,
+            docs,
+            split.judged,
+            self.metrics,
+            depth=self.run_depth,
+            query_present=q_present,
+            doc_present=d_present,
+        )
+        self.rankings[stage] = ranking
+        for name, value in ranking.metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "ndcg@10", sync_dist=False)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx=0):
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def on_validation_epoch_end(self) -> None:
+        self._rank_corpus("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx=0):
         self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._rank_corpus("test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer(params=self.parameters())

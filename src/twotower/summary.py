@@ -64,6 +64,8 @@ def print_metrics(result: dict[str, Any], path: Path) -> None:
         table.add_row(name, *row)
     console = Console()
     console.print(table)
+    if "train_samples" not in result:  # an evaluation: nothing was trained
+        return
     console.print(
         f"train: {result['train_samples']} samples in {result['train_time_s']:.1f} s "
         f"({result['train_samples_per_s']:.0f}/s); wall time {result['wall_time_s']:.1f} s"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from pytorch_lightning.loggers import Logger
 
 from twotower.callbacks import FitStats
 from twotower.data.tokenizers import tokenizer_from_state
-from twotower.errors import ConfigError
+from twotower.errors import ConfigError, DataError, user_errors
 from twotower.module import TwoTowerModule
+from twotower.retrieval.runfile import write_run
 from twotower.summary import flat_hparams, print_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -39,11 +39,21 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         cause = e.__cause__
         if isinstance(cause, ConfigError):
             raise cause.under(key) from None
+        if isinstance(cause, DataError):
+            raise cause from None
         raise ConfigError(
             key, OmegaConf.select(cfg, "_target_"), f"cannot be built: {cause or e}"
         ) from e
     except ConfigError as e:
         raise e.under(key) from None
+
+
+# What each training-row format holds, for messages that say which format a part needs.
+FORMAT_COLUMNS = {
+    "pairs": "pairs (query, doc)",
+    "labelled": "labelled (label, query, doc)",
+    "presampled": "presampled (query, doc, neg_1..neg_K)",
+}
 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowerModule:
@@ -69,19 +79,19 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
     loss = build(cfg.loss, "loss")
     fmt = datamodule.train_format
     if fmt not in negatives.formats:
+        needs = " or ".join(FORMAT_COLUMNS[f] for f in negatives.formats)
         raise ConfigError(
             "negatives._target_",
             cfg.negatives._target_,
-            f"needs training data of format {' or '.join(negatives.formats)}, "
-            f"but data.format={fmt}",
+            f"needs training rows of format {needs}, but the data are {FORMAT_COLUMNS[fmt]}",
         )
     if loss.needs_negatives_per_row and fmt == "labelled":
         raise ConfigError(
             "loss._target_",
             cfg.loss._target_,
             "ranks a relevant against a non-relevant candidate of the same "
-            "query, but data.format=labelled gives one candidate per row; use "
-            "loss=pointwise or data.format=presampled",
+            f"query, but the data are {FORMAT_COLUMNS['labelled']}, one candidate per row; "
+            "use loss=pointwise or presampled data",
         )
     return TwoTowerModule(
         query_tower=query_tower,
@@ -93,6 +103,8 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
         scheduler=build(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         scheduler_monitor=cfg.model.scheduler_monitor,
         recall_at=tuple(cfg.model.recall_at),
+        metrics=tuple(cfg.model.metrics),
+        run_depth=cfg.model.run_depth,
         config=OmegaConf.to_container(cfg, resolve=True),
         tokenizer_state=datamodule.tokenizer.state_dict(),
     )
@@ -107,6 +119,14 @@ def log_final(logger: Logger, params: dict[str, Any], metrics: dict[str, float],
         logger.log_hyperparams(params)
         logger.log_metrics(final, step=step)
     logger.save()
+
+
+def write_runs(module: TwoTowerModule, datamodule, out_dir: Path, tag: str) -> None:
+    """TREC run files of the last full-corpus rankings (``run.val.trec``, ``run.test.trec``)."""
+    for stage, ranking in module.rankings.items():
+        split = datamodule.eval_splits[stage]
+        path = out_dir / f"run.{stage}.trec"
+        write_run(path, split.query_ids, datamodule.doc_ids, ranking.indices, ranking.scores, tag)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -164,6 +184,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_runs(module, datamodule, out_dir, tag=cfg.get("run_tag") or "twotower")
         if logger:
             log_final(logger, flat_hparams(cfg), result["metrics"], trainer.global_step)
         print_metrics(result, out_dir / "metrics.json")
@@ -172,12 +193,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    try:
+    with user_errors():  # one line naming the key or the file, not a torch stack trace
         result = train(cfg)
-    except ConfigError as e:
-        # One line naming the key, not a stack trace from deep inside torch.
-        print(f"twotower: config error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     metric = cfg.get("optimized_metric")
     return result["metrics"].get(metric) if metric else None
 

@@ -11,31 +11,22 @@ A batch is a dict of tensors (``T`` is shared by every text field of a batch)::
     neg_id    (B, K) long
     label     (B,) float        1.0 clicked / 0.0 not (labelled rows only)
 
-Padding is trimmed per batch: ``Wq``, ``Wd`` and ``T`` are the batch's longest.
+Padding is per batch: ``Wq``, ``Wd`` and ``T`` are the batch's longest (documents and their
+negatives share one ``(Wd, T)``).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from twotower.data.tokens import TokenStore
 
 
 def collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """DataLoader ``collate_fn`` for :class:`TextPairDataset`: the batch is already built."""
     return batch
-
-
-def _lengths(tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Words per text and the longest word's id count per text, for ``(N, W, T)`` ids."""
-    present = tokens != 0  # (N, W, T); ids are left-aligned, so counts are lengths
-    return present.any(-1).sum(-1), present.sum(-1).amax(-1)  # (N,), (N,)
-
-
-def _pad_tokens(tokens: Tensor, t: int) -> Tensor:
-    """Zero-pad ``(N, W, T)`` ids to ``T = t`` (no copy when already there)."""
-    return tokens if tokens.shape[-1] == t else F.pad(tokens, (0, t - tokens.shape[-1]))
 
 
 class TextPairDataset(Dataset):
@@ -48,8 +39,8 @@ class TextPairDataset(Dataset):
         DataLoader(dataset, batch_size=128, shuffle=True, collate_fn=collate)
 
     Args:
-        queries: ``(Q, Wq, T)`` token ids of the queries.
-        docs: ``(D, Wd, T')`` token ids of the corpus (``doc_id`` indexes it).
+        queries: the queries' token ids (a :class:`TokenStore` or a padded ``(Q, Wq, T)``).
+        docs: the corpus' token ids (``doc_id`` indexes it), as for ``queries``.
         doc_id: ``(N,)`` each row's document.
         query_index: ``(N,)`` each row's query in ``queries``; default ``arange(Q)``.
         query_id: ``(Q,)`` id of each query; default ``arange(Q)``.
@@ -59,15 +50,19 @@ class TextPairDataset(Dataset):
 
     def __init__(
         self,
-        queries: Tensor,
-        docs: Tensor,
+        queries: TokenStore | Tensor,
+        docs: TokenStore | Tensor,
         doc_id: Tensor,
         query_index: Tensor | None = None,
         query_id: Tensor | None = None,
         neg_id: Tensor | None = None,
         label: Tensor | None = None,
     ):
-        n_queries = queries.shape[0]
+        self.queries = (
+            queries if isinstance(queries, TokenStore) else TokenStore.from_padded(queries)
+        )
+        self.docs = docs if isinstance(docs, TokenStore) else TokenStore.from_padded(docs)
+        n_queries = len(self.queries)
         self.query_index = torch.arange(n_queries) if query_index is None else query_index
         self.query_id = torch.arange(n_queries) if query_id is None else query_id
         self.doc_id, self.neg_id = doc_id, neg_id
@@ -77,11 +72,6 @@ class TextPairDataset(Dataset):
             raise ValueError(f"row tensors disagree on the number of rows ({n})")
         if label is not None and len(label) != n:
             raise ValueError(f"label has {len(label)} rows, expected {n}")
-        # One T for both sides, so a tower may embed query and document ids together.
-        t = max(queries.shape[-1], docs.shape[-1])
-        self.queries, self.docs = _pad_tokens(queries, t), _pad_tokens(docs, t)
-        self.query_words, self.query_tokens = _lengths(self.queries)  # (Q,), (Q,)
-        self.doc_words, self.doc_tokens = _lengths(self.docs)  # (D,), (D,)
 
     def __len__(self) -> int:
         return len(self.doc_id)
@@ -92,18 +82,16 @@ class TextPairDataset(Dataset):
         qi, di = self.query_index[rows], self.doc_id[rows]  # (B,), (B,)
         neg_id = None if self.neg_id is None else self.neg_id[rows]  # (B, K)
         docs = di if neg_id is None else torch.cat([di, neg_id.flatten()])  # every doc used
-        wq = max(int(self.query_words[qi].max()), 1)
-        wd = max(int(self.doc_words[docs].max()), 1)
-        t = max(int(self.query_tokens[qi].max()), int(self.doc_tokens[docs].max()), 1)
+        doc_tokens = self.docs.batch(docs)  # (B + B*K, Wd, T)
         batch = {
-            "query": self.queries[qi, :wq, :t],  # (B, Wq, T)
+            "query": self.queries.batch(qi),  # (B, Wq, T')
             "query_id": self.query_id[qi],
             "index": rows,
-            "doc": self.docs[di, :wd, :t],  # (B, Wd, T)
+            "doc": doc_tokens[: len(di)],  # (B, Wd, T)
             "doc_id": di,
         }
         if neg_id is not None:
-            batch["neg"] = self.docs[neg_id, :wd, :t]  # (B, K, Wd, T)
+            batch["neg"] = doc_tokens[len(di) :].view(*neg_id.shape, *doc_tokens.shape[1:])
             batch["neg_id"] = neg_id
         if self.label is not None:
             batch["label"] = self.label[rows]
@@ -131,3 +119,22 @@ def labelled_rows(pos_id: Tensor, neg_id: Tensor, negatives: int) -> tuple[Tenso
     label[:, 0] = 1.0
     query_index = torch.arange(n_queries).repeat_interleave(doc_id.shape[1])
     return query_index, doc_id.flatten(), label.flatten()
+
+
+class TextDataset(Dataset):
+    """Texts alone, for encoding a corpus or a query set: batches ``{key: (B, W, T), "index"}``.
+
+    Args:
+        tokens: the texts' token ids.
+        key: ``"query"`` or ``"doc"``: which tower the batch is for.
+    """
+
+    def __init__(self, tokens: TokenStore, key: str):
+        self.tokens, self.key = tokens, key
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        return {self.key: self.tokens.batch(rows), "index": rows}

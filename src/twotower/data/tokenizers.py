@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from twotower.data.tokens import TokenStore
 from twotower.errors import check, check_positive
 
 PAD, UNK = 0, 1
@@ -104,16 +105,26 @@ class Tokenizer:
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], max_words: int) -> tuple[Tensor, int]:
-        """Encode ``texts`` into one padded id tensor.
+        """Encode ``texts`` into one padded ``(N, W, T)`` long tensor (see :meth:`encode_store`).
 
-        Texts longer than ``max_words`` keep their first ``max_words`` words; the number of
-        such texts is returned so the caller can log it.
+        ``W = min(max_words, longest text)`` and ``T`` is the longest kept word's token count
+        (both at least 1). Returns ``(ids, n_truncated)``.
+        """
+        store, n_truncated = self.encode_store(texts, max_words)
+        return store.padded(), n_truncated
 
-        Returns:
-            ``(ids, n_truncated)``: ids is ``(N, W, T)`` long with ``W = min(max_words, longest
-            text)`` and ``T`` the longest kept word's token count (both at least 1).
+    def encode_store(
+        self, texts: Sequence[str], max_words: int, max_word_tokens: int | None = None
+    ) -> tuple[TokenStore, int]:
+        """Encode ``texts`` into a ragged :class:`TokenStore`.
+
+        Texts longer than ``max_words`` keep their first ``max_words`` words and words with more
+        than ``max_word_tokens`` ids their first ones (a URL would otherwise widen every batch);
+        the number of texts cut either way is returned so the caller can log it.
         """
         check_positive("max_words", max_words)
+        if max_word_tokens is not None:
+            check_positive("max_word_tokens", max_word_tokens)
         cache: dict[str, list[int]] = {}  # words repeat a lot: tokenise each distinct one once
         flat: list[int] = []  # every kept id, text by text, word by word
         word_lens: list[int] = []  # ids per kept word
@@ -121,17 +132,24 @@ class Tokenizer:
         n_truncated = 0
         for text in texts:
             words = self.words(text)
-            if len(words) > max_words:
-                n_truncated += 1
-                words = words[:max_words]
+            cut = len(words) > max_words
+            words = words[:max_words]
             text_lens.append(len(words))
             for word in words:
                 ids = cache.get(word)
                 if ids is None:
                     ids = cache[word] = self.token_ids(word)
+                if max_word_tokens is not None and len(ids) > max_word_tokens:
+                    ids, cut = ids[:max_word_tokens], True
                 flat.extend(ids)
                 word_lens.append(len(ids))
-        return _scatter(flat, word_lens, text_lens), n_truncated
+            n_truncated += cut
+        store = TokenStore(
+            torch.tensor(flat, dtype=torch.int32),
+            torch.tensor(word_lens, dtype=torch.int32),
+            torch.tensor(text_lens, dtype=torch.int32),
+        )
+        return store, n_truncated
 
     # -- checkpointing ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -147,25 +165,6 @@ class Tokenizer:
             "config": self.config(),
             "vocab": None if ids is None else sorted(ids, key=ids.__getitem__),
         }
-
-
-def _scatter(flat: list[int], word_lens: list[int], text_lens: list[int]) -> Tensor:
-    """Place a flat id list into a left-aligned ``(N, W, T)`` tensor with one scatter."""
-    ids = torch.tensor(flat, dtype=torch.long)
-    wlen = torch.tensor(word_lens, dtype=torch.long)  # (total words,)
-    tlen = torch.tensor(text_lens, dtype=torch.long)  # (N,)
-    n_words = int(tlen.max()) if len(text_lens) else 0
-    n_tok = int(wlen.max()) if len(word_lens) else 0
-    out = torch.zeros(len(text_lens), max(n_words, 1), max(n_tok, 1), dtype=torch.long)
-    if not len(flat):
-        return out
-    # Position of each id: its text, its word within the text, its slot within the word.
-    word_text = torch.repeat_interleave(torch.arange(len(text_lens)), tlen)  # (total words,)
-    word_pos = torch.arange(len(word_lens)) - torch.repeat_interleave(tlen.cumsum(0) - tlen, tlen)
-    id_word = torch.repeat_interleave(torch.arange(len(word_lens)), wlen)  # (total ids,)
-    id_pos = torch.arange(len(flat)) - torch.repeat_interleave(wlen.cumsum(0) - wlen, wlen)
-    out[word_text[id_word], word_pos[id_word], id_pos] = ids
-    return out
 
 
 class TrigramTokenizer(Tokenizer):
@@ -241,6 +240,29 @@ class CharTokenizer(Tokenizer):
 
     def config(self) -> dict[str, Any]:
         return {"min_count": self.min_count}
+
+
+class JiebaTokenizer(Tokenizer):
+    """Chinese words segmented by ``jieba`` (``T = 1``), other scripts as ``\\w+`` words.
+
+    Needs the ``zh`` extra: ``pip install 'twotower[zh]'``.
+
+    Args:
+        min_count: words seen fewer times when fitting map to unknown (1).
+        max_vocab: keep at most this many words (the most frequent).
+    """
+
+    def __init__(self, min_count: int = 1, max_vocab: int | None = None):
+        super().__init__(min_count=min_count, max_vocab=max_vocab)
+        try:
+            import jieba
+        except ImportError:
+            raise ImportError("tokenizer=jieba needs jieba: pip install 'twotower[zh]'") from None
+        jieba.setLogLevel(60)  # silence its start-up banner
+        self._cut = jieba.lcut
+
+    def words(self, text: str) -> list[str]:
+        return [w for w in self._cut(normalize(text)) if _WORD.fullmatch(w)]
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:

@@ -1,0 +1,236 @@
+"""RetrievalDataModule: what every text datamodule gives the module, whatever its source.
+
+- ``datasets[split]``: rows (query, positive doc[, negatives][, label]) for the loss and the
+  in-batch metrics; training rows follow ``format``, validation and test rows are presampled.
+- ``corpus``, ``doc_ids`` and ``doc_texts``: every document, ranked whole at evaluation.
+- ``eval_splits[split]``: the judged queries of ``val`` and ``test`` with their qrels.
+
+``val_dataloader()`` and ``test_dataloader()`` return three loaders: the rows, the judged
+queries and the corpus (see :class:`twotower.module.TwoTowerModule`).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from twotower.data.batches import TextDataset, TextPairDataset, collate, labelled_rows
+from twotower.data.tokenizers import Tokenizer
+from twotower.data.tokens import TokenStore
+from twotower.errors import check, check_choice
+
+log = logging.getLogger("twotower.data")
+
+FORMATS = ("pairs", "presampled", "labelled")
+Judgments = dict[str, dict[str, int]]  # query id -> doc id -> grade
+
+
+@dataclass
+class EvalSplit:
+    """The judged queries of one split and their relevance judgments."""
+
+    queries: TokenStore  # row i is query_ids[i]
+    query_ids: list[str]
+    qrels: Judgments
+    doc_ids: list[str] = field(repr=False)
+
+    @cached_property
+    def judged(self):
+        """The qrels in tensor form (:class:`twotower.retrieval.ranking.Qrels`), built once."""
+        from twotower.retrieval.ranking import Qrels
+
+        query_index = {q: i for i, q in enumerate(self.query_ids)}
+        doc_index = {d: i for i, d in enumerate(self.doc_ids)}
+        return Qrels.from_dict(self.qrels, query_index, doc_index)
+
+
+def check_int(key: str, value: Any, minimum: int) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    check(ok, key, value, f"must be an integer >= {minimum}")
+
+
+def rows_dataset(
+    queries: TokenStore,
+    docs: TokenStore,
+    query_index: Tensor,
+    pos_id: Tensor,
+    neg_id: Tensor | None,
+    fmt: str,
+    labelled_negatives: int,
+    query_id: Tensor | None = None,
+) -> TextPairDataset:
+    """Rows of format ``fmt`` from positive pairs ``(query_index, pos_id)`` and their ``neg_id``.
+
+    ``query_id`` (per query) marks identical queries, whose positives mask each other.
+    """
+    if fmt == "labelled":
+        rows, doc_id, label = labelled_rows(pos_id, neg_id, labelled_negatives)
+        return TextPairDataset(queries, docs, doc_id, query_index[rows], query_id, label=label)
+    neg = neg_id if fmt == "presampled" else None
+    return TextPairDataset(queries, docs, pos_id, query_index, query_id, neg_id=neg)
+
+
+def uniform_negatives(pos_id: Tensor, n_docs: int, k: int, seed: int) -> Tensor:
+    """``(N, k)`` documents drawn uniformly, never a row's own positive (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    if n_docs < 2:
+        raise ValueError(f"the corpus has {n_docs} document(s): negatives need at least 2")
+    # Draw from n_docs - 1 and skip the positive: uniform over the other documents.
+    neg = torch.randint(0, n_docs - 1, (len(pos_id), k), generator=g)  # (N, k)
+    return neg + (neg >= pos_id[:, None]).long()
+
+
+class RetrievalDataModule(pl.LightningDataModule, ABC):
+    """Base class: loaders over prepared rows, judged queries and the corpus.
+
+    Subclasses fill ``datasets``, ``corpus``, ``doc_ids`` and ``eval_splits`` in
+    :meth:`prepare`, called once by :meth:`setup`.
+
+    Args:
+        tokenizer: fitted on the training texts unless already fitted (hashing, checkpoint).
+        format: training row format: ``pairs``, ``presampled`` or ``labelled``.
+        batch_size: training rows per batch.
+        eval_batch_size: validation / test rows, queries or documents per batch.
+        num_negatives: presampled negatives per row (K).
+        labelled_negatives: negative rows per positive row in the labelled format.
+        max_query_words: longer queries are truncated (and counted in the log).
+        max_doc_words: longer documents are truncated (and counted in the log).
+        max_word_tokens: tokens kept per word (longer words are cut and counted).
+        shuffle_train: shuffle the training rows every epoch.
+        num_workers: DataLoader worker processes (batches are cheap; 0 is usually best).
+        seed: seed of everything the data module draws (split, negatives).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        format: str = "presampled",
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_negatives: int = 4,
+        labelled_negatives: int = 2,
+        max_query_words: int = 16,
+        max_doc_words: int = 64,
+        max_word_tokens: int = 32,
+        shuffle_train: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check(isinstance(tokenizer, Tokenizer), "tokenizer", tokenizer, "must be a Tokenizer")
+        check_choice("format", format, FORMATS)
+        for key, value in {
+            "batch_size": batch_size,
+            "eval_batch_size": eval_batch_size,
+            "num_negatives": num_negatives,
+            "labelled_negatives": labelled_negatives,
+            "max_query_words": max_query_words,
+            "max_doc_words": max_doc_words,
+            "max_word_tokens": max_word_tokens,
+        }.items():
+            check_int(key, value, 1)
+        expected = f"must be <= num_negatives ({num_negatives}): they are taken from them"
+        check(
+            labelled_negatives <= num_negatives, "labelled_negatives", labelled_negatives, expected
+        )
+        check(isinstance(shuffle_train, bool), "shuffle_train", shuffle_train, "must be a bool")
+        check_int("num_workers", num_workers, 0)
+        check(isinstance(seed, int), "seed", seed, "must be an integer")
+        self.tokenizer = tokenizer
+        self.format, self.batch_size, self.eval_batch_size = format, batch_size, eval_batch_size
+        self.num_negatives, self.labelled_negatives = num_negatives, labelled_negatives
+        self.max_query_words, self.max_doc_words = max_query_words, max_doc_words
+        self.max_word_tokens = max_word_tokens
+        self.shuffle_train, self.num_workers, self.seed = shuffle_train, num_workers, seed
+        self.datasets: dict[str, TextPairDataset] = {}
+        self.corpus: TokenStore | None = None
+        self.doc_ids: list[str] = []
+        self.doc_texts: list[str] = []  # for display (search results, export)
+        self.eval_splits: dict[str, EvalSplit] = {}
+
+    @property
+    def train_format(self) -> str:
+        """The training rows' format (val / test rows are always ``presampled``)."""
+        return self.format
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary size (after :meth:`setup` for a fitted vocabulary)."""
+        return self.tokenizer.vocab_size
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Read, fit the tokenizer, encode and fill the attributes."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Prepare the data once; later calls do nothing."""
+        if self.corpus is None:
+            self.prepare()
+
+    def encode(self, texts: list[str], max_words: int, what: str) -> TokenStore:
+        """Tokenise ``texts``; truncations are counted in the log, never silent."""
+        store, n_cut = self.tokenizer.encode_store(texts, max_words, self.max_word_tokens)
+        empty = int((store.text_len == 0).sum())
+        level = logging.WARNING if n_cut or empty else logging.INFO
+        log.log(
+            level,
+            "%s: %d texts, %d truncated to %d words / %d tokens per word, %d without any token",
+            what,
+            len(texts),
+            n_cut,
+            max_words,
+            self.max_word_tokens,
+            empty,
+        )
+        return store
+
+    # -- loaders -----------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = None
+        if not shuffle and dist.is_available() and dist.is_initialized():
+            # Lightning's own distributed sampler always shuffles training rows: honour
+            # shuffle_train=false with one that does not (Lightning keeps a given one).
+            sampler = DistributedSampler(dataset, shuffle=False)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
+            drop_last=False,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _require(self, split: str) -> None:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} data: call setup() first")
+
+    def train_dataloader(self) -> DataLoader:
+        self._require("train")
+        return self._loader(self.datasets["train"], self.batch_size, self.shuffle_train)
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        self._require(split)
+        size = self.eval_batch_size
+        return [
+            self._loader(self.datasets[split], size, False),
+            self._loader(TextDataset(self.eval_splits[split].queries, "query"), size, False),
+            self._loader(TextDataset(self.corpus, "doc"), size, False),
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")

@@ -1,0 +1,112 @@
+"""Full-corpus evaluation of a checkpoint: metrics.json and a TREC run file.
+
+python -m twotower.evaluate ckpt=PATH split=test
+python -m twotower.evaluate ckpt=PATH data=beir data.dir=data/gcide index=hnsw
+
+With an approximate index, its metrics and its recall of the exact top-k are reported beside
+the exact search's (keys ``<kind>/<metric>``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from twotower.checkpoint import load_module
+from twotower.errors import ConfigError, check_choice, user_errors
+from twotower.retrieval.evaluation import evaluate
+from twotower.retrieval.index import recall_of_exact
+from twotower.retrieval.ranking import parse_metrics
+from twotower.retrieval.runfile import write_run
+from twotower.summary import print_metrics
+from twotower.train import CONF_DIR, build
+
+log = logging.getLogger("twotower.evaluate")
+SPLITS = {"val": "val", "dev": "val", "test": "test"}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` on ``cfg.split``; returns what ``metrics.json`` holds."""
+    check_choice("split", cfg.split, tuple(SPLITS))
+    stage = SPLITS[cfg.split]
+    module, tokenizer, train_cfg = load_module(cfg.ckpt)
+    metrics = list(cfg.metrics or module.metrics)
+    try:
+        parse_metrics(metrics)
+    except ConfigError as e:
+        raise ConfigError("metrics", metrics, e.expected) from None
+    data_cfg = cfg.data if cfg.get("data") else train_cfg.data
+    datamodule = build(data_cfg, "data", tokenizer=tokenizer)
+    datamodule.setup("test" if stage == "test" else "validate")
+    split = datamodule.eval_splits[stage]
+
+    started = time.perf_counter()
+    docs = module.embed(datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
+    queries = module.embed(split.queries, "query", cfg.batch_size)  # (Q, d)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    exact = evaluate(queries, docs, split.judged, metrics, depth=cfg.depth)
+    search_s = time.perf_counter() - started
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "metrics": {f"{stage}/{k}": v for k, v in exact.metrics.items()},
+        "queries": len(split.query_ids),
+        "documents": len(datamodule.doc_ids),
+        "encode_s": encode_s,
+        "exact_search_s": search_s,
+    }
+    write_run(
+        out / f"run.{stage}.trec",
+        split.query_ids,
+        datamodule.doc_ids,
+        exact.indices,
+        exact.scores,
+        cfg.run_tag,
+    )
+
+    index = build(cfg.index, "index")
+    if index.kind != "exact":
+        started = time.perf_counter()
+        index.build(docs)
+        result["index_build_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        approx = evaluate(queries, docs, split.judged, metrics, depth=cfg.depth, index=index)
+        result["index_search_s"] = time.perf_counter() - started
+        result["metrics"].update(
+            {f"{stage}/{index.kind}/{k}": v for k, v in approx.metrics.items()}
+        )
+        k = min(cfg.depth, exact.indices.shape[1])
+        result["metrics"][f"{stage}/{index.kind}/recall_of_exact@{k}"] = recall_of_exact(
+            approx.indices, exact.indices, k
+        )
+        write_run(
+            out / f"run.{stage}.{index.kind}.trec",
+            split.query_ids,
+            datamodule.doc_ids,
+            approx.indices,
+            approx.scores,
+            f"{cfg.run_tag}-{index.kind}",
+        )
+    result["config"] = OmegaConf.to_container(cfg, resolve=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_metrics(result, out / "metrics.json")
+    return result
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    torch.set_grad_enabled(False)
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Export a checkpoint for serving: towers, tokenizer, document embeddings and a search index.
+
+python -m twotower.export ckpt=PATH out=exports/gcide index=hnsw
+
+The directory loads with :class:`twotower.retriever.TwoTowerRetriever` (the layout is in its
+docstring) or is searched with ``python -m twotower.search DIR "query"``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from twotower import __version__
+from twotower.checkpoint import load_module
+from twotower.errors import ConfigError, user_errors
+from twotower.retriever import module_spec
+from twotower.train import CONF_DIR, build
+
+
+def _kwargs(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
+    """A part's constructor arguments from its config node (without ``_target_``)."""
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    kwargs.pop("_target_")
+    return {**kwargs, **extra}
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write the export directory ``cfg.out``; returns its path."""
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise ConfigError("out", str(out), "exists and is not empty (overwrite=true replaces it)")
+    module, tokenizer, train_cfg = load_module(cfg.ckpt)
+    datamodule = build(cfg.data if cfg.get("data") else train_cfg.data, "data", tokenizer=tokenizer)
+    datamodule.setup("test")
+    started = time.perf_counter()
+    docs = module.embed(datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
+    encode_s = time.perf_counter() - started
+    index = build(cfg.index, "index")
+    started = time.perf_counter()
+    index.build(docs)
+    index_s = time.perf_counter() - started
+
+    vocab = tokenizer.vocab_size
+    doc_cfg = train_cfg.tower if train_cfg.model.share_towers else train_cfg.doc_tower
+    model = {
+        "query_tower": module_spec(
+            module.query_tower, train_cfg.tower._target_, _kwargs(train_cfg.tower, vocab_size=vocab)
+        ),
+        "doc_tower": module_spec(
+            module.doc_tower, doc_cfg._target_, _kwargs(doc_cfg, vocab_size=vocab)
+        ),
+        "similarity": module_spec(
+            module.similarity, train_cfg.similarity._target_, _kwargs(train_cfg.similarity)
+        ),
+    }
+    manifest = {
+        "twotower_version": __version__,
+        "checkpoint": str(Path(cfg.ckpt).resolve()),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "documents": len(datamodule.doc_ids),
+        "dim": docs.shape[1],
+        "similarity": train_cfg.similarity.kind,
+        "index": index.kind,
+        "max_query_words": datamodule.max_query_words,
+        "max_doc_words": datamodule.max_doc_words,
+        "max_word_tokens": datamodule.max_word_tokens,
+        "encode_s": encode_s,
+        "index_build_s": index_s,
+    }
+    # Build in a temporary sibling, then swap in: a failed export leaves nothing half-written.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        torch.save(model, tmp / "model.pt")
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.state_dict()) + "\n")
+        torch.save(docs, tmp / "doc_embeddings.pt")
+        with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
+            for doc_id, text in zip(datamodule.doc_ids, datamodule.doc_texts, strict=True):
+                f.write(json.dumps({"_id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+        index.save(tmp / "index")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    print(
+        f"twotower: exported {manifest['documents']} documents (dim {manifest['dim']}, "
+        f"{index.kind} index) to {out}: encoding {encode_s:.1f} s, indexing {index_s:.1f} s"
+    )
+    return out
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        export(cfg)
+
+
+if __name__ == "__main__":
+    main()

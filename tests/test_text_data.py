@@ -1,0 +1,196 @@
+"""BEIR and pair-file datamodules: rows, judged queries, the on-disk cache, training."""
+
+import csv
+import json
+import logging
+
+import pytest
+import torch
+
+from twotower.data.beir_datamodule import BeirDataModule
+from twotower.data.pairs_datamodule import PairFileDataModule
+from twotower.data.tokenizers import TrigramTokenizer
+from twotower.errors import ConfigError, DataError
+from twotower.train import train
+
+
+def beir_dm(directory, cache, **kw):
+    dm = BeirDataModule(TrigramTokenizer(), dir=str(directory), cache_dir=str(cache), **kw)
+    dm.setup("fit")
+    return dm
+
+
+def test_beir_rows_and_judged_queries(beir_dir, tmp_path):
+    dm = beir_dm(beir_dir, tmp_path / "cache", format="presampled", num_negatives=3)
+    n_docs = sum(1 for _ in open(beir_dir / "corpus.jsonl"))
+    assert len(dm.corpus) == len(dm.doc_ids) == len(dm.doc_texts) == n_docs
+    train_pairs = sum(1 for _ in open(beir_dir / "qrels/train.tsv")) - 1
+    assert len(dm.datasets["train"]) == train_pairs  # every relevant pair is a row
+    batch = dm.datasets["train"].__getitems__([0, 1, 2])
+    assert batch["neg"].shape[:2] == (3, 3)
+    assert not (batch["neg_id"] == batch["doc_id"][:, None]).any()  # never the row's positive
+    val = dm.eval_splits["val"]
+    dev = [line.split("\t") for line in open(beir_dir / "qrels/dev.tsv")][1:]
+    assert len(val.query_ids) == len({q for q, _, _ in dev})
+    graded = {q: d for q, d in val.qrels.items() if len(d) == 2}
+    assert graded and all(sorted(d.values()) == [1, 2] for d in graded.values())
+
+
+def test_max_val_queries_samples_validation_only(beir_dir, tmp_path):
+    dm = beir_dm(beir_dir, tmp_path / "cache", max_val_queries=5)
+    assert len(dm.eval_splits["val"].query_ids) == 5
+    assert len(dm.eval_splits["test"].query_ids) > 5
+
+
+def test_cache_hit_and_a_changed_file_is_tokenised_again(beir_dir, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first = beir_dm(beir_dir, cache)
+    with caplog.at_level(logging.INFO, logger="twotower.data"):
+        second = beir_dm(beir_dir, cache)
+    assert "from cache" in caplog.text
+    assert torch.equal(first.corpus.ids, second.corpus.ids)
+    assert first.tokenizer.state_dict() == second.tokenizer.state_dict()
+    # Same name, new contents: the key is the contents, so it is read again.
+    lines = (beir_dir / "corpus.jsonl").read_text().splitlines()
+    doc = json.loads(lines[0])
+    doc["text"] = "zebra quokka"
+    (beir_dir / "corpus.jsonl").write_text("\n".join([json.dumps(doc), *lines[1:]]) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="twotower.data"):
+        third = beir_dm(beir_dir, cache)
+    assert "from cache" not in caplog.text
+    assert third.doc_texts[0] == "zebra quokka" and len(list(cache.iterdir())) == 2
+
+
+def test_a_corrupt_cache_entry_is_rebuilt(beir_dir, tmp_path):
+    cache = tmp_path / "cache"
+    beir_dm(beir_dir, cache)
+    (entry,) = cache.iterdir()
+    entry.write_bytes(b"not a torch file")
+    assert len(beir_dm(beir_dir, cache).corpus) > 0
+
+
+def test_missing_dev_qrels_names_the_file(beir_dir, tmp_path):
+    (beir_dir / "qrels/dev.tsv").unlink()
+    with pytest.raises(DataError, match=r"dev.tsv: missing"):
+        beir_dm(beir_dir, tmp_path / "cache")
+
+
+def test_beir_trains_and_evaluates_the_whole_corpus(make_cfg, beir_dir, tmp_path):
+    cfg = make_cfg(
+        "data=beir",
+        f"data.dir={beir_dir}",
+        f"data.cache_dir={tmp_path}/c",
+        "data.batch_size=16",
+        "~logger",
+    )
+    result = train(cfg)
+    m = result["metrics"]
+    for name in ("recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10", "map@100"):
+        assert 0.0 <= m[f"test/{name}"] <= 1.0 and f"val/{name}" in m
+    assert m["val/recall@100"] >= m["val/recall@10"] >= m["val/recall@1"]
+    run = (tmp_path / "run.test.trec").read_text().splitlines()
+    n_test = len({line.split("\t")[0] for line in open(beir_dir / "qrels/test.tsv")}) - 1
+    assert len(run) == n_test * 100 and run[0].split()[1] == "Q0"
+
+
+def write_table(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    """query/doc pairs about animals, a labelled and a presampled version of them."""
+    animals = ["cat", "dog", "horse", "sheep", "goat", "camel", "llama", "zebra", "otter"]
+    rows = [(f"what sound does a {a} make {i}", f"the {a} page") for a in animals for i in range(3)]
+    pairs = write_table(tmp_path / "train.tsv", ["query", "doc"], rows)
+    val = write_table(tmp_path / "val.csv", ["query", "doc"], rows[::3])
+    labelled = write_table(
+        tmp_path / "labelled.tsv",
+        ["label", "query", "doc"],
+        [
+            r
+            for q, d in rows
+            for r in ((1, q, d), (0, q, "the otter page" if "otter" not in q else "the cat page"))
+        ],
+    )
+    triples = tmp_path / "triples.jsonl"
+    with open(triples, "w") as f:
+        for q, d in rows:
+            f.write(
+                json.dumps(
+                    {"query": q, "doc": d, "negatives": ["the goat page", "the cat page"][:2]}
+                )
+                + "\n"
+            )
+    return {"pairs": pairs, "val": val, "labelled": labelled, "presampled": triples}
+
+
+@pytest.mark.parametrize(
+    "fmt,overrides",
+    [
+        ("pairs", []),
+        ("labelled", ["loss=pointwise", "negatives=presampled"]),
+        ("presampled", ["negatives=presampled", "loss=pairwise_hinge"]),
+    ],
+)
+def test_pair_files_train_in_each_format(make_cfg, pair_files, tmp_path, fmt, overrides):
+    cfg = make_cfg(
+        "data=pairs",
+        f"data.train={pair_files[fmt]}",
+        f"data.val={pair_files['val']}",
+        f"data.test={pair_files['val']}",
+        f"data.cache_dir={tmp_path}/c",
+        "data.batch_size=8",
+        "~logger",
+        *overrides,
+    )
+    result = train(cfg)
+    assert "test/ndcg@10" in result["metrics"] and result["global_step"] == 3
+
+
+def test_a_loss_that_needs_another_format_says_which(make_cfg, pair_files, tmp_path):
+    cfg = make_cfg(
+        "data=pairs",
+        f"data.train={pair_files['pairs']}",
+        f"data.val={pair_files['val']}",
+        f"data.cache_dir={tmp_path}/c",
+        "run_test=false",
+        "negatives=presampled",
+        "~logger",
+    )
+    with pytest.raises(ConfigError, match=r"presampled.*query, doc, neg_1"):
+        train(cfg)
+
+
+def test_pair_file_corpus_is_every_distinct_document(pair_files, tmp_path):
+    dm = PairFileDataModule(
+        TrigramTokenizer(),
+        train=str(pair_files["presampled"]),
+        val=str(pair_files["val"]),
+        cache_dir=None,
+    )
+    dm.setup("fit")
+    assert dm.train_format == "presampled"
+    assert sorted(dm.doc_texts) == sorted(
+        {
+            f"the {a} page"
+            for a in ["cat", "dog", "horse", "sheep", "goat", "camel", "llama", "zebra", "otter"]
+        }
+    )
+    val = dm.eval_splits["val"]
+    assert all(len(docs) == 1 for docs in val.qrels.values())
+
+
+def test_bad_rows_stop_before_training_with_file_line_and_field(make_cfg, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "a b", "doc": "c d"}\n{"query": "e f", "doc": \n')
+    cfg = make_cfg(
+        "data=pairs", f"data.train={bad}", f"data.val={bad}", "data.cache_dir=null", "~logger"
+    )
+    with pytest.raises(DataError, match=r"bad.jsonl:2: .*malformed JSON"):
+        train(cfg)
