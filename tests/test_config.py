@@ -109,3 +109,13 @@ def test_cli_unknown_tower_lists_the_choices(tmp_path):
     assert out.returncode != 0
     assert "Could not find 'tower/transformer'" in out.stderr
     assert "Available options in 'tower'" in out.stderr and "\tlstm" in out.stderr
+
+
+def test_cli_prints_one_line_for_bad_data(tmp_path):
+    bad = tmp_path / "train.tsv"
+    bad.write_bytes(b"query\tdoc\ngood query\tgood doc\nbad \xff query\tdoc\n")
+    out = run_cli("data=pairs", f"data.train={bad}", f"data.val={bad}", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"twotower: data error: {bad}:3: field 'query': not UTF-8 (byte 0xff")
+    assert not (tmp_path / "metrics.json").exists()

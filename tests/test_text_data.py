@@ -194,3 +194,25 @@ def test_bad_rows_stop_before_training_with_file_line_and_field(make_cfg, tmp_pa
     )
     with pytest.raises(DataError, match=r"bad.jsonl:2: .*malformed JSON"):
         train(cfg)
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "jieba"])
+def test_chinese_pairs_train(make_cfg, tmp_path, tokenizer):
+    zh = "tests/data/zh_pairs.tsv"
+    cfg = make_cfg(
+        "data=pairs",
+        f"data.train={zh}",
+        f"data.val={zh}",
+        f"data.test={zh}",
+        f"tokenizer={tokenizer}",
+        "data.batch_size=8",
+        "data.cache_dir=null",
+        "~logger",
+    )
+    result = train(cfg)
+    assert result["global_step"] == 3 and 0.0 <= result["metrics"]["test/ndcg@10"] <= 1.0
+    state = torch.load(result["best_checkpoint"], weights_only=True)["hyper_parameters"]
+    vocab = state["tokenizer_state"]["vocab"]
+    assert (
+        all(len(w) == 1 for w in vocab) if tokenizer == "char" else any(len(w) > 1 for w in vocab)
+    )
