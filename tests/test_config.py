@@ -39,9 +39,18 @@ def test_every_yaml_composes(make_cfg, group, option):
 
 def test_tower_choice_sets_both_sides_and_doc_side_can_differ(make_cfg):
     cfg = make_cfg("tower=cnn")
-    assert cfg.tower._target_ == cfg.doc_tower._target_ == "twotower.towers.cnn.CNNTower"
+    assert cfg.tower._target_ == "twotower.towers.cnn.CNNTower" and cfg.doc_tower is None
     cfg = make_cfg("tower@doc_tower=lstm")
     assert cfg.tower._target_.endswith("MLPTower") and cfg.doc_tower._target_.endswith("LSTMTower")
+
+
+def test_tower_values_reach_the_document_tower(make_cfg):
+    from twotower.train import doc_tower_config
+
+    cfg = make_cfg("tower=cnn", "tower.num_filters=7")
+    assert doc_tower_config(cfg).num_filters == 7  # not the CNN default
+    cfg = make_cfg("tower@doc_tower=cnn", "doc_tower.num_filters=9")
+    assert doc_tower_config(cfg).num_filters == 9 and "hidden_sizes" not in cfg.doc_tower
 
 
 def test_unknown_choice_lists_the_choices(make_cfg):

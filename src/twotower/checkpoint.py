@@ -33,7 +33,7 @@ def load_module(
     path: str | Path, key: str = "ckpt"
 ) -> tuple[TwoTowerModule, Tokenizer, DictConfig]:
     """The module (in eval mode), its tokenizer and the run config of checkpoint ``path``."""
-    from twotower.train import build  # the training entry point owns part building
+    from twotower.train import build, doc_tower_config  # the entry point owns part building
 
     ckpt = read_checkpoint(path, key)
     hparams = ckpt["hyper_parameters"]
@@ -42,7 +42,7 @@ def load_module(
     vocab = tokenizer.vocab_size
     query_tower = build(cfg.tower, "tower", vocab_size=vocab)
     shared = cfg.model.share_towers
-    doc_tower = None if shared else build(cfg.doc_tower, "doc_tower", vocab_size=vocab)
+    doc_tower = None if shared else build(doc_tower_config(cfg), "doc_tower", vocab_size=vocab)
     module = TwoTowerModule(
         query_tower=query_tower,
         doc_tower=doc_tower,

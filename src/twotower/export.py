@@ -23,7 +23,7 @@ from twotower import __version__
 from twotower.checkpoint import load_module
 from twotower.errors import ConfigError, user_errors
 from twotower.retriever import module_spec
-from twotower.train import CONF_DIR, build
+from twotower.train import CONF_DIR, build, doc_tower_config
 
 
 def _kwargs(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def export(cfg: DictConfig) -> Path:
     index_s = time.perf_counter() - started
 
     vocab = tokenizer.vocab_size
-    doc_cfg = train_cfg.tower if train_cfg.model.share_towers else train_cfg.doc_tower
+    doc_cfg = doc_tower_config(train_cfg)
     model = {
         "query_tower": module_spec(
             module.query_tower, train_cfg.tower._target_, _kwargs(train_cfg.tower, vocab_size=vocab)

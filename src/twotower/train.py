@@ -56,12 +56,17 @@ FORMAT_COLUMNS = {
 }
 
 
+def doc_tower_config(cfg: DictConfig) -> DictConfig:
+    """The document tower's config: its own (``tower@doc_tower=...``) or the query tower's."""
+    return cfg.doc_tower if cfg.get("doc_tower") is not None else cfg.tower
+
+
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowerModule:
     """Build towers, similarity, negatives and loss, and check that they fit the data."""
     vocab = datamodule.vocab_size
     query_tower = build(cfg.tower, "tower", vocab_size=vocab)
     if cfg.model.share_towers:
-        if cfg.tower != cfg.doc_tower:
+        if cfg.get("doc_tower") is not None and cfg.doc_tower != cfg.tower:
             raise ConfigError(
                 "model.share_towers",
                 True,
@@ -70,7 +75,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
             )
         doc_tower = None
     else:
-        doc_tower = build(cfg.doc_tower, "doc_tower", vocab_size=vocab)
+        doc_tower = build(doc_tower_config(cfg), "doc_tower", vocab_size=vocab)
     negatives = build(cfg.negatives, "negatives")
     try:
         negatives.check_batch_size(cfg.data.batch_size)
