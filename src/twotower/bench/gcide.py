@@ -48,12 +48,13 @@ def _python(*args: str, log_path: Path) -> None:
         raise SystemExit(f"bench-gcide: {' '.join(args[:2])} failed; see {log_path}")
 
 
-def train_model(name: str, experiment: str, data: Path, out: Path, extra: list[str]) -> dict:
+def train_model(name: str, experiment: str, data: Path, runs: Path, extra: list[str]) -> dict:
     """Train one experiment, evaluate its best checkpoint on test; the row of the table."""
-    run_dir = out / "runs" / experiment
+    run_dir = runs / experiment
+    run_dir.mkdir(parents=True, exist_ok=True)
     args = [f"experiment={experiment}", f"data.dir={data}", f"hydra.run.dir={run_dir}", *extra]
     print(f"bench-gcide: training {name}: python -m twotower.train {' '.join(args)}", flush=True)
-    _python("twotower.train", *args, log_path=out / f"{experiment}.train.log")
+    _python("twotower.train", *args, log_path=runs / f"{experiment}.train.log")
     trained = json.loads((run_dir / "metrics.json").read_text())
     eval_dir = run_dir / "evaluate"
     _python(
@@ -62,7 +63,7 @@ def train_model(name: str, experiment: str, data: Path, out: Path, extra: list[s
         f"out={eval_dir}",
         "index=flat",
         "split=test",
-        log_path=out / f"{experiment}.evaluate.log",
+        log_path=runs / f"{experiment}.evaluate.log",
     )
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     return {
@@ -112,6 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m twotower.bench.gcide", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/gcide"))
     parser.add_argument("--out", type=Path, default=Path("experiments/reports/gcide"))
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("outputs/bench-gcide"),
+        help="run directories and logs (checkpoints: keep out of the report)",
+    )
     parser.add_argument("--models", nargs="*", default=list(MODELS.values()))
     parser.add_argument("--baselines", nargs="*", default=list(BASELINE_NAMES))
     parser.add_argument("overrides", nargs="*", help="extra overrides for every training run")
@@ -131,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = [run_baseline(k, data, qrels, [query_index[q] for q in judged]) for k in args.baselines]
     names = {v: k for k, v in MODELS.items()}
     for experiment in args.models:
-        rows.append(train_model(names[experiment], experiment, args.data, args.out, args.overrides))
+        rows.append(
+            train_model(names[experiment], experiment, args.data, args.runs, args.overrides)
+        )
 
     result = {
         "test_queries": len(judged),
