@@ -216,3 +216,15 @@ def test_chinese_pairs_train(make_cfg, tmp_path, tokenizer):
     assert (
         all(len(w) == 1 for w in vocab) if tokenizer == "char" else any(len(w) > 1 for w in vocab)
     )
+
+
+def test_pair_files_refuse_a_format_setting(make_cfg, pair_files):
+    cfg = make_cfg(
+        "data=pairs",
+        f"data.train={pair_files['pairs']}",
+        f"data.val={pair_files['val']}",
+        "+data.format=labelled",
+        "~logger",
+    )
+    with pytest.raises(ConfigError, match="data.format='labelled': is not set for pair files"):
+        train(cfg)

@@ -20,7 +20,7 @@ from twotower.data.cache import cached
 from twotower.data.pairfile import PairData, load_pairs
 from twotower.data.tokenizers import Tokenizer, tokenizer_from_state
 from twotower.data.tokens import TokenStore
-from twotower.errors import DataError, check, check_choice
+from twotower.errors import ConfigError, DataError, check, check_choice
 
 log = logging.getLogger("twotower.data")
 STAGES = ("train", "val", "test")
@@ -54,6 +54,10 @@ class PairFileDataModule(RetrievalDataModule):
         cache_dir: str | None = ".cache/twotower",
         **kwargs: Any,
     ):
+        if "format" in kwargs:  # accepting it would silently ignore it
+            raise ConfigError(
+                "format", kwargs["format"], "is not set for pair files: their columns decide it"
+            )
         super().__init__(tokenizer, **kwargs)
         check(bool(train), "train", train, "must name the training file")
         check(bool(val), "val", val, "must name the validation file")
