@@ -113,3 +113,12 @@ def test_state_round_trip_encodes_identically(tok):
     assert type(restored) is type(tok) and restored.state_dict() == state
     new = ["morning moon unseen", "语义"]
     assert torch.equal(restored.encode(new, 4)[0], tok.encode(new, 4)[0])
+
+
+def test_trigram_word_ids_add_one_token_per_word():
+    tok = TrigramTokenizer(word_ids=True, min_count=2).fit(["good day good", "day"])
+    assert tok.tokens("good") == [["#go", "goo", "ood", "od#", "w:good"]]
+    ids = tok.encode(["good day", "goods"], max_words=4)[0]
+    assert ids[0, 0, 4] > 1 and ids[0, 1, 3] > 1  # w:good, w:day are in the vocabulary
+    assert ids[1, 0, -1] == 1  # w:goods was never seen: unknown, its trigrams still count
+    assert tokenizer_from_state(tok.state_dict()).tokens("day") == tok.tokens("day")

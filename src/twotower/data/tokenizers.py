@@ -177,23 +177,28 @@ class TrigramTokenizer(Tokenizer):
             runs and machines; no fit needed, ``min_count`` is ignored); ``None`` builds the
             vocabulary from data with :meth:`fit`.
         min_count: trigrams seen fewer times when fitting map to unknown (1).
+        word_ids: also give each word a token of its own (``w:good``) beside its trigrams, so
+            a frequent word gets its own embedding; ``min_count`` applies to it too.
 
     References:
         Huang et al., "Learning Deep Structured Semantic Models for Web Search using
         Clickthrough Data", CIKM 2013.
     """
 
-    def __init__(self, buckets: int | None = None, min_count: int = 1):
+    def __init__(self, buckets: int | None = None, min_count: int = 1, word_ids: bool = False):
         super().__init__(min_count=min_count)
         if buckets is not None:
             check(
                 isinstance(buckets, int) and buckets > 0, "buckets", buckets, "must be > 0 or null"
             )
-        self.buckets = buckets
+        check(isinstance(word_ids, bool), "word_ids", word_ids, "must be true or false")
+        self.buckets, self.word_ids = buckets, word_ids
 
     def pieces(self, word: str) -> list[str]:
         w = f"#{word}#"
-        return [w[i : i + 3] for i in range(len(w) - 2)]
+        trigrams = [w[i : i + 3] for i in range(len(w) - 2)]
+        # ':' never occurs in a trigram of \w characters, so a word token cannot collide.
+        return [*trigrams, f"w:{word}"] if self.word_ids else trigrams
 
     @property
     def is_fitted(self) -> bool:
@@ -212,7 +217,7 @@ class TrigramTokenizer(Tokenizer):
         return [2 + zlib.crc32(p.encode("utf-8")) % self.buckets for p in self.pieces(word)]
 
     def config(self) -> dict[str, Any]:
-        return {"buckets": self.buckets, "min_count": self.min_count}
+        return {"buckets": self.buckets, "min_count": self.min_count, "word_ids": self.word_ids}
 
 
 class WordTokenizer(Tokenizer):
