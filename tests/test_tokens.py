@@ -1,16 +1,21 @@
 """TokenStore: ragged storage, padded per batch, equal to the padded encoding."""
 
+import pytest
 import torch
 
+from twotower.data import tokens
 from twotower.data.tokenizers import TrigramTokenizer
 from twotower.data.tokens import TokenStore
 
 TEXTS = ["good day", "a", "", "internationalisation of everything", "x y z w"]
 
 
-def test_batches_equal_the_padded_encoding():
+@pytest.mark.parametrize("limit", [0, tokens.PADDED_LIMIT], ids=["ragged", "padded copy"])
+def test_batches_equal_the_padded_encoding(monkeypatch, limit):
+    monkeypatch.setattr(tokens, "PADDED_LIMIT", limit)
     tok = TrigramTokenizer(buckets=997)
     store, _ = tok.encode_store(TEXTS, max_words=8)
+    assert (store._padded is None) == (limit == 0)
     padded = store.padded()  # (N, W, T)
     rows = torch.tensor([3, 0, 2])
     batch = store.batch(rows)
