@@ -1,8 +1,8 @@
-"""TwoTowerRetriever: search an exported model directory from Python, no training code needed.
+"""TwoTowerRetriever: search an exported model directory from Python, no training code needed::
 
->>> retriever = TwoTowerRetriever.load("exports/gcide")          # doctest: +SKIP
->>> retriever.search(["a domestic animal that barks"], k=3)[0]   # doctest: +SKIP
-[Hit(rank=1, doc_id='w041234', score=0.83, text='dog'), ...]
+    retriever = TwoTowerRetriever.load("exports/gcide")
+    retriever.search(["a domestic animal that barks"], k=3)[0]
+    # [Hit(rank=1, doc_id='w041234', score=0.83, text='dog'), ...]
 
 An export directory (written by :mod:`twotower.export`) holds::
 
