@@ -74,5 +74,5 @@ bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 1
 		--threads $(TORCH_THREADS) $(BENCH_ARGS)
 
 clean: ## remove runs, caches and build files (keeps .venv and data/)
-	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf outputs multirun lightning_logs .cache .pytest_cache .ruff_cache build dist src/*.egg-info
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
