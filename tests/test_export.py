@@ -92,12 +92,10 @@ def test_evaluate_reports_an_ann_index_beside_exact(trained, tmp_path):
 def test_export_reload_and_search_match_evaluation(trained, tmp_path):
     out = tmp_path / "export"
     export(compose_cfg("export", f"ckpt={trained['ckpt']}", f"out={out}"))
-    module, _, cfg = load_module(trained["ckpt"])
-    dm = BeirDataModule(
-        module_tokenizer := _tokenizer(trained["ckpt"]), dir=str(trained["beir"]), cache_dir=None
-    )
+    module, tokenizer, _ = load_module(trained["ckpt"])
+    dm = BeirDataModule(tokenizer, dir=str(trained["beir"]), cache_dir=None)
     dm.setup("test")
-    assert module_tokenizer.state_dict() == dm.tokenizer.state_dict()
+    assert tokenizer.state_dict() == dm.tokenizer.state_dict()  # fitted: not fitted again
     # Exported document vectors equal what the module computes.
     exported = torch.load(out / "doc_embeddings.pt", weights_only=True)
     torch.testing.assert_close(exported, module.embed(dm.corpus, "doc"), rtol=0, atol=1e-6)
@@ -138,7 +136,3 @@ def test_search_cli_prints_the_top_documents(trained, tmp_path):
     assert done.returncode == 0, done.stderr
     top = TwoTowerRetriever.load(out).search(query, k=3)[0]
     assert all(h.doc_id in done.stdout for h in top)
-
-
-def _tokenizer(ckpt):
-    return load_module(ckpt)[1]
