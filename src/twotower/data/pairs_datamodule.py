@@ -153,10 +153,10 @@ class PairFileDataModule(RetrievalDataModule):
 
     def _eval_split(self, row: dict[str, Any], queries: TokenStore) -> EvalSplit:
         labels = row.get("label") or [1.0] * len(row["query"])
-        qrels: dict[str, dict[str, int]] = {}
+        judged: dict[int, dict[str, int]] = {}  # query index -> doc id -> grade
         for q, d, label in zip(row["query"], row["doc"], labels, strict=True):
-            judged = qrels.setdefault(f"q{q}", {})
-            judged[self.doc_ids[d]] = max(judged.get(self.doc_ids[d], 0), int(label > 0))
-        ids = list(qrels)
-        rows = torch.tensor([int(q[1:]) for q in ids], dtype=torch.long)
-        return EvalSplit(queries.select(rows), ids, qrels, self.doc_ids)
+            grades = judged.setdefault(q, {})
+            grades[self.doc_ids[d]] = max(grades.get(self.doc_ids[d], 0), int(label > 0))
+        rows = torch.tensor(list(judged), dtype=torch.long)
+        qrels = {f"q{q}": grades for q, grades in judged.items()}
+        return EvalSplit(queries.select(rows), list(qrels), qrels, self.doc_ids)
