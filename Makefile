@@ -13,10 +13,10 @@ GCIDE ?= data/gcide
 BENCH_ARGS ?=
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
-	setup-bench data-gcide bench-gcide bench-eval
+	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,15 @@ $(GCIDE)/corpus.jsonl: /usr/share/dictd/gcide.index | setup
 	$(PY) -m twotower.data.gcide --dictd /usr/share/dictd --out $(GCIDE)
 
 data-gcide: $(GCIDE)/corpus.jsonl ## build the GCIDE reverse-dictionary set (BEIR) in data/gcide
+
+data/ml-100k/ml-100k.inter: | setup
+	$(PY) -m twotower.data.ml100k --out data/ml-100k
+
+data-ml100k: data/ml-100k/ml-100k.inter ## MovieLens-100K (RecBole atomic files, from the recbole wheel)
+
+bench-ml100k: data-ml100k ## feature / ID two-towers, MF-BPR and Pop on ml-100k, 3 seeds: one table
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.bench.ml100k --data data/ml-100k \
+		--out experiments/reports/ml100k $(BENCH_ARGS)
 
 bench-gcide: setup-bench data-gcide ## DSSM, CDSSM, LSTM and baselines on GCIDE: one table
 	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.bench.gcide --data $(GCIDE) \

@@ -40,13 +40,10 @@ def make_cfg(tmp_path):
 
     def _make(*overrides: str, tiny: bool = True) -> DictConfig:
         base = TINY if tiny else []
-        if any(o.startswith("data=") and o != "data=synthetic" for o in overrides) or any(
-            o.startswith("experiment=")
-            and "override /data" in (CONF_DIR / "experiment" / f"{o[11:]}.yaml").read_text()
-            for o in overrides
-        ):
-            base = [o for o in base if not o.startswith("data.")]  # the generator's sizes
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            plain = compose(config_name="train", overrides=list(overrides))
+            if not plain.data._target_.endswith("SyntheticDataModule"):
+                base = [o for o in base if not o.startswith("data.")]  # the generator's sizes
             return compose(
                 config_name="train",
                 overrides=[*base, f"paths.output_dir={tmp_path}", *overrides],

@@ -43,8 +43,10 @@ def test_ddp_gathers_candidates_and_matches_one_process(make_cfg, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [r for r in csv.DictReader(open(ddp_dir / "metrics.csv")) if r.get("train/loss")]
-    ddp_loss, ddp_candidates = float(rows[0]["train/loss"]), float(rows[0]["train/candidates"])
+    rows = list(csv.DictReader(open(ddp_dir / "metrics.csv")))
+    ddp_loss = float(next(r for r in rows if r.get("train/loss"))["train/loss"])
+    # an epoch mean over the logged batches; the run has one batch
+    ddp_candidates = float(next(r for r in rows if r.get("train/candidates"))["train/candidates"])
     ddp_state = torch.load(ddp_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
     # One process, same seed, same global batch of 2 x 16 rows.

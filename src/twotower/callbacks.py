@@ -7,6 +7,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 
 
 class ThreadsPerProcess(pl.Callback):
@@ -23,18 +24,26 @@ class ThreadsPerProcess(pl.Callback):
 
 
 class FitStats(pl.Callback):
-    """Training wall time and samples seen (over all processes), for ``metrics.json``."""
+    """Training wall time, the part of it spent validating, and samples seen (all processes)."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.seconds = 0.0
-        self._start = 0.0
+        self.val_seconds = 0.0
+        self._start = self._val_start = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += batch["query"].shape[0] * trainer.world_size
+        self.samples += len(batch["doc_id"]) * trainer.world_size
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # not the validations before and after fit
+            self.val_seconds += time.perf_counter() - self._val_start
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds = time.perf_counter() - self._start

@@ -33,16 +33,19 @@ def load_module(
     path: str | Path, key: str = "ckpt"
 ) -> tuple[TwoTowerModule, Tokenizer, DictConfig]:
     """The module (in eval mode), its tokenizer and the run config of checkpoint ``path``."""
-    from twotower.train import build, doc_tower_config  # the entry point owns part building
+    # The entry point owns part building.
+    from twotower.train import build, build_towers, inputs_from_state
 
     ckpt = read_checkpoint(path, key)
     hparams = ckpt["hyper_parameters"]
     cfg = OmegaConf.create(hparams["config"])
     tokenizer = tokenizer_from_state(hparams["tokenizer_state"])
-    vocab = tokenizer.vocab_size
-    query_tower = build(cfg.tower, "tower", vocab_size=vocab)
-    shared = cfg.model.share_towers
-    doc_tower = None if shared else build(doc_tower_config(cfg), "doc_tower", vocab_size=vocab)
+    state = hparams.get("tower_inputs")
+    if not state:  # checkpoints from before feature towers: text, sized by the tokenizer
+        state = {side: {"vocab_size": tokenizer.vocab_size} for side in ("query", "doc")}
+    inputs = {side: inputs_from_state(kw) for side, kw in state.items()}
+    kind = "features" if "features" in inputs["query"] else "text"
+    query_tower, doc_tower = build_towers(cfg, inputs, kind)
     module = TwoTowerModule(
         query_tower=query_tower,
         doc_tower=doc_tower,
@@ -55,6 +58,7 @@ def load_module(
         run_depth=cfg.model.get("run_depth", 100),
         config=hparams["config"],
         tokenizer_state=hparams["tokenizer_state"],
+        tower_inputs=hparams.get("tower_inputs"),
     )
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), tokenizer, cfg

@@ -52,7 +52,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     queries = module.embed(split.queries, "query", cfg.batch_size)  # (Q, d)
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
-    exact = evaluate(queries, docs, split.judged, metrics, depth=cfg.depth)
+    masks = {"exclude": split.exclude, "candidates": split.candidates}
+    exact = evaluate(queries, docs, split.judged, metrics, depth=cfg.depth, **masks)
     search_s = time.perf_counter() - started
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
 
     index = build(cfg.index, "index")
+    if index.kind != "exact" and split.exclude is not None:
+        raise ConfigError(
+            "index",
+            index.kind,
+            "cannot leave out each user's training items; these data rank exactly: index=exact",
+        )
     if index.kind != "exact":
         started = time.perf_counter()
         index.build(docs)

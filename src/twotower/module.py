@@ -7,13 +7,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from twotower.data.features import FeatureStore
 from twotower.data.tokens import TokenStore
 from twotower.metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
-from twotower.negatives import Candidates, in_batch
+from twotower.negatives import Candidates, score_in_batch
 from twotower.retrieval.evaluation import Ranking, evaluate
 from twotower.retrieval.ranking import DEFAULT_METRICS, parse_metrics
 from twotower.similarity import Similarity
@@ -37,6 +38,8 @@ class TwoTowerModule(pl.LightningModule):
         run_depth: documents kept per query in the test ranking (the run file's depth).
         config: the resolved run config, kept in checkpoints.
         tokenizer_state: the tokenizer's ``state_dict()``, kept in checkpoints.
+        tower_inputs: ``{"query": kwargs, "doc": kwargs}`` the towers were built with beyond
+            their config (vocabulary size, feature schema), as plain data for checkpoints.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class TwoTowerModule(pl.LightningModule):
         run_depth: int = 100,
         config: dict | None = None,
         tokenizer_state: dict | None = None,
+        tower_inputs: dict | None = None,
     ):
         super().__init__()
         # Only plain data goes into checkpoints (they load with weights_only=True): the
@@ -86,25 +90,26 @@ class TwoTowerModule(pl.LightningModule):
         self._encoded: dict[str, list[tuple[Tensor, Tensor]]] = {"query": [], "doc": []}
         self.rankings: dict[str, Ranking] = {}  # the last full-corpus ranking per stage
 
-    def encode_queries(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Query vectors ``(B, D)`` from tokens ``(B, W, T)``."""
-        return self.query_tower(tokens)
+    def encode_queries(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
+        """Query vectors ``(B, D)`` from tokens ``(B, W, T)`` or a dict of user features."""
+        return self.query_tower(inputs)
 
-    def encode_documents(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Document vectors ``(B, D)`` from tokens ``(B, W, T)``."""
-        return self.doc_tower(tokens)
+    def encode_documents(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
+        """Document vectors ``(B, D)`` from tokens ``(B, W, T)`` or a dict of item features."""
+        return self.doc_tower(inputs)
 
     @torch.inference_mode()
-    def embed(self, tokens: TokenStore, side: str, batch_size: int = 1024) -> Tensor:
-        """Search-ready vectors ``(N, D)`` of every text in ``tokens`` (``side``: query or doc).
+    def embed(self, store: TokenStore | FeatureStore, side: str, batch_size: int = 1024) -> Tensor:
+        """Search-ready vectors ``(N, D)`` of every row of ``store`` (``side``: query or doc).
 
         Vectors are prepared for inner product (normalised for cosine), on the CPU.
         """
         encode = {"query": self.encode_queries, "doc": self.encode_documents}[side]
         out = []
-        for start in range(0, len(tokens), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(tokens)))
-            out.append(self.similarity.prepare(encode(tokens.batch(rows).to(self.device))).cpu())
+        for start in range(0, len(store), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(store)))
+            inputs = move_data_to_device(store.batch(rows), self.device)
+            out.append(self.similarity.prepare(encode(inputs)).cpu())
         return torch.cat(out).float() if out else torch.zeros(0, 0)
 
     def model_step(self, batch: dict[str, torch.Tensor]):
@@ -116,14 +121,19 @@ class TwoTowerModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, cands, _, _ = self.model_step(batch)
-        n = batch["query"].shape[0]
+        n = len(batch["doc_id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("train/gamma", self.similarity.scale.detach(), batch_size=n)
+        # The batch statistics cost a few passes over the (B, C) scores, as much as the loss:
+        # measured on every log_every_n_steps-th batch (epoch means over those batches).
+        if batch_idx % self.trainer.log_every_n_steps:
+            return loss
+        kw = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
         weight = rankable(cands)
         if weight.sum() > 0:  # labelled rows (one candidate each) have nothing to rank
             accuracy = (top1_accuracy(cands) * weight).sum() / weight.sum()
-            self.log("train/accuracy", accuracy, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("train/candidates", cands.mask.sum(1).float().mean(), batch_size=n, sync_dist=True)
-        self.log("train/gamma", self.similarity.scale.detach(), batch_size=n)
+            self.log("train/accuracy", accuracy, **kw)
+        self.log("train/candidates", cands.mask.sum(1).float().mean(), **kw)
         return loss
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
@@ -137,12 +147,12 @@ class TwoTowerModule(pl.LightningModule):
             self._encoded["doc"].append((batch["index"], vectors))
             return
         loss, cands, q, d = self.model_step(batch)
-        n = batch["query"].shape[0]
+        n = len(batch["doc_id"])
         self.eval_loss[stage].update(loss, n)
         self.eval_accuracy[stage].update(cands)
         # Ranking among the local batch's documents, whatever the training negatives, so
         # runs with different negatives, losses and device counts compare.
-        ranked = in_batch(q, d, batch, self.similarity, global_batch=False)
+        ranked = score_in_batch(q, d, batch, self.similarity, global_batch=False)
         self.eval_ranking[stage].update(ranked)
         kw = {"batch_size": n, "add_dataloader_idx": False}
         self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=stage == "val", **kw)
@@ -188,6 +198,8 @@ class TwoTowerModule(pl.LightningModule):
             depth=self.run_depth,
             query_present=q_present,
             doc_present=d_present,
+            exclude=split.exclude,
+            candidates=split.candidates,
         )
         self.rankings[stage] = ranking
         for name, value in ranking.metrics.items():

@@ -6,8 +6,10 @@ python -m twotower.train -m tower=mlp,lstm,cnn loss=pointwise,listwise_softmax
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from twotower.callbacks import FitStats
+from twotower.data.features import Feature
 from twotower.data.tokenizers import tokenizer_from_state
 from twotower.errors import ConfigError, DataError, user_errors
 from twotower.module import TwoTowerModule
@@ -61,11 +64,40 @@ def doc_tower_config(cfg: DictConfig) -> DictConfig:
     return cfg.doc_tower if cfg.get("doc_tower") is not None else cfg.tower
 
 
-def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowerModule:
-    """Build towers, similarity, negatives and loss, and check that they fit the data."""
-    vocab = datamodule.vocab_size
-    query_tower = build(cfg.tower, "tower", vocab_size=vocab)
+def check_tower_input(tower_cfg: DictConfig, key: str, kind: str) -> None:
+    """A text tower on feature data (or the reverse) is a config error, named before building."""
+    target = OmegaConf.select(tower_cfg, "_target_")
+    try:
+        tower_kind = getattr(hydra.utils.get_class(target), "input_kind", "text")
+    except Exception:  # noqa: BLE001 - an unknown target is reported by build() below
+        return
+    if tower_kind != kind:
+        options = "tower=features or tower=id" if kind == "features" else "tower=mlp, lstm or cnn"
+        expected = f"encodes {tower_kind}, but the data give {kind}: use {options}"
+        raise ConfigError(f"{key}._target_", target, expected)
+
+
+def inputs_state(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A tower's data-given arguments as plain data (feature schemas as dicts) for checkpoints."""
+    return {
+        k: [dataclasses.asdict(f) for f in v] if k == "features" else v for k, v in inputs.items()
+    }
+
+
+def inputs_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`inputs_state`."""
+    return {k: [Feature(**f) for f in v] if k == "features" else v for k, v in state.items()}
+
+
+def build_towers(cfg: DictConfig, inputs: dict[str, dict[str, Any]], kind: str):
+    """The query tower and the document tower (``None`` when shared), from the config."""
+    check_tower_input(cfg.tower, "tower", kind)
+    query_tower = build(cfg.tower, "tower", **inputs["query"])
     if cfg.model.share_towers:
+        if kind == "features":
+            raise ConfigError(
+                "model.share_towers", True, "users and items have different features: set false"
+            )
         if cfg.get("doc_tower") is not None and cfg.doc_tower != cfg.tower:
             raise ConfigError(
                 "model.share_towers",
@@ -73,9 +105,15 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
                 "needs the same tower on both sides; drop the tower@doc_tower "
                 "override or set model.share_towers=false",
             )
-        doc_tower = None
-    else:
-        doc_tower = build(doc_tower_config(cfg), "doc_tower", vocab_size=vocab)
+        return query_tower, None
+    check_tower_input(doc_tower_config(cfg), "doc_tower", kind)
+    return query_tower, build(doc_tower_config(cfg), "doc_tower", **inputs["doc"])
+
+
+def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowerModule:
+    """Build towers, similarity, negatives and loss, and check that they fit the data."""
+    inputs = {side: datamodule.tower_inputs(side) for side in ("query", "doc")}
+    query_tower, doc_tower = build_towers(cfg, inputs, datamodule.input_kind)
     negatives = build(cfg.negatives, "negatives")
     try:
         negatives.check_batch_size(cfg.data.batch_size)
@@ -98,6 +136,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
             f"query, but the data are {FORMAT_COLUMNS['labelled']}, one candidate per row; "
             "use loss=pointwise or presampled data",
         )
+    negatives.bind(datamodule.catalogue())
     return TwoTowerModule(
         query_tower=query_tower,
         doc_tower=doc_tower,
@@ -112,6 +151,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
         run_depth=cfg.model.run_depth,
         config=OmegaConf.to_container(cfg, resolve=True),
         tokenizer_state=datamodule.tokenizer.state_dict(),
+        tower_inputs={side: inputs_state(kw) for side, kw in inputs.items()},
     )
 
 
@@ -132,6 +172,12 @@ def write_runs(module: TwoTowerModule, datamodule, out_dir: Path, tag: str) -> N
         split = datamodule.eval_splits[stage]
         path = out_dir / f"run.{stage}.trec"
         write_run(path, split.query_ids, datamodule.doc_ids, ranking.indices, ranking.scores, tag)
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -178,6 +224,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "metrics": {k: float(v) for k, v in metrics.items()},
         "wall_time_s": time.perf_counter() - started,
         "train_time_s": stats.seconds,
+        # per epoch, without the validation inside fit (full-corpus ranking each epoch)
+        "epoch_time_s": (stats.seconds - stats.val_seconds) / max(1, trainer.current_epoch),
+        "validation_time_s": stats.val_seconds,
+        "peak_memory_mib": peak_memory_mib(),
         "train_samples": stats.samples,
         "train_samples_per_s": stats.samples / stats.seconds if stats.seconds else 0.0,
         "epochs": trainer.current_epoch,

@@ -38,10 +38,15 @@ Judgments = dict[str, dict[str, int]]  # query id -> doc id -> grade
 class EvalSplit:
     """The judged queries of one split and their relevance judgments."""
 
-    queries: TokenStore  # row i is query_ids[i]
+    queries: TokenStore  # row i is query_ids[i] (a FeatureStore for recommendation data)
     query_ids: list[str]
     qrels: Judgments
     doc_ids: list[str] = field(repr=False)
+    # (query rows, doc indices) never ranked for that query: a user's training items (and
+    # validation items when testing), RecBole's full-ranking protocol. None: nothing excluded.
+    exclude: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    # (D,) bool: the documents ranked for this split (cold-start items); None: all of them.
+    candidates: Tensor | None = field(default=None, repr=False)
 
     @cached_property
     def judged(self):
@@ -51,6 +56,23 @@ class EvalSplit:
         query_index = {q: i for i, q in enumerate(self.query_ids)}
         doc_index = {d: i for i, d in enumerate(self.doc_ids)}
         return Qrels.from_dict(self.qrels, query_index, doc_index)
+
+
+@dataclass
+class Catalogue:
+    """What catalogue-aware negatives need from the data (:meth:`RetrievalDataModule.catalogue`).
+
+    Args:
+        docs: every document (item): ``len()`` and ``.batch(rows)`` give a tower's input.
+        doc_counts: ``(N,)`` float, times each document is a training positive.
+        positive_query: ``(P,)`` long, the query id (user index) of each training positive.
+        positive_doc: ``(P,)`` long, its document (item index).
+    """
+
+    docs: Any
+    doc_counts: Tensor
+    positive_query: Tensor
+    positive_doc: Tensor
 
 
 def check_int(key: str, value: Any, minimum: int) -> None:
@@ -167,6 +189,22 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
     def vocab_size(self) -> int:
         """The tokenizer's vocabulary size (after :meth:`setup` for a fitted vocabulary)."""
         return self.tokenizer.vocab_size
+
+    input_kind = "text"  # what the towers receive: token ids (text towers) or feature dicts
+
+    def tower_inputs(self, side: str) -> dict[str, Any]:
+        """Keyword arguments the ``side`` (``query`` / ``doc``) tower is built with."""
+        return {"vocab_size": self.vocab_size}
+
+    def catalogue(self) -> Catalogue:
+        """The corpus with its training-positive counts and pairs (after :meth:`setup`)."""
+        self._require("train")
+        rows = self.datasets["train"]
+        keep = torch.ones(len(rows), dtype=torch.bool) if rows.label is None else rows.label > 0
+        query = rows.query_id[rows.query_index[keep]]
+        doc = rows.doc_id[keep]
+        counts = torch.bincount(doc, minlength=len(self.doc_ids)).double()
+        return Catalogue(self.corpus, counts, query, doc)
 
     @abstractmethod
     def prepare(self) -> None:

@@ -36,16 +36,17 @@ class ListwiseSoftmaxLoss(nn.Module):
     needs_negatives_per_row: ClassVar[bool] = True
 
     def forward(self, scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
-        logits = scores.masked_fill(~mask, float("-inf"))  # (B, C)
-        # A row with no valid candidate would be all -inf, and its log_softmax NaN.
-        logits = logits.masked_fill(~mask.any(1, keepdim=True), 0.0)
-        log_p = torch.log_softmax(logits, dim=1)  # (B, C); log of a softmax would underflow
-
         relevant = mask & (labels > 0)  # (B, C)
         weights = torch.where(relevant, labels, 0.0)  # (B, C)
-        target = weights / weights.sum(1, keepdim=True).clamp(min=1e-12)  # (B, C)
-        # Zero the -inf entries before the product: -inf * 0 is NaN.
-        row_losses = -(target * log_p.masked_fill(~relevant, 0.0)).sum(1)  # (B,)
-
-        has_pos = relevant.any(1)  # (B,)
+        total = weights.sum(1)  # (B,)
+        has_pos = total > 0  # rows with no relevant candidate are skipped
+        # -log p+ = logsumexp(valid scores) - score+ (weighted over graded positives), without
+        # the (B, C) log-softmax. Masked scores become the dtype's lowest finite value, not
+        # -inf: exp gives exactly 0 either way, and a row with no valid candidate stays
+        # finite (its logsumexp would be -inf and its gradient NaN). masked_fill also gives
+        # masked scores exactly zero gradient, whatever their value (inf included).
+        logits = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # (B, C)
+        lse = torch.logsumexp(logits, dim=1)  # (B,)
+        positive = (weights * logits).sum(1) / total.clamp(min=1e-12)  # (B,)
+        row_losses = torch.where(has_pos, lse - positive, 0.0)  # (B,)
         return row_losses.sum() / has_pos.sum().clamp(min=1)

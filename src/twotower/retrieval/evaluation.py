@@ -35,6 +35,8 @@ def evaluate(
     index=None,
     query_present: Tensor | None = None,
     doc_present: Tensor | None = None,
+    exclude: tuple[Tensor, Tensor] | None = None,
+    candidates: Tensor | None = None,
 ) -> Ranking:
     """Rank ``docs`` for ``queries`` by inner product and score with ``qrels``.
 
@@ -50,16 +52,29 @@ def evaluate(
         query_present, doc_present: ``(Q,)`` / ``(D,)`` bool masks of the rows that were
             encoded (a run limited to some validation batches): other documents are never
             retrieved and other queries are left out of the averages.
+        exclude: ``(query rows, doc indices)`` pairs never retrieved (RecBole's full ranking
+            masks each user's training items); needs exact search.
+        candidates: ``(D,)`` bool, the only documents ranked (cold-start items).
     """
     k = max(depth, max_k(metrics))
+    keep = doc_present
+    if candidates is not None:
+        keep = candidates if keep is None else keep & candidates
     doc_rows = None
-    if doc_present is not None and not bool(doc_present.all()):
-        doc_rows = doc_present.nonzero().squeeze(1)
+    if keep is not None and not bool(keep.all()):
+        doc_rows = keep.nonzero().squeeze(1)
+        if exclude is not None:  # renumber the excluded documents among the kept ones
+            new = torch.full((len(docs),), -1, dtype=torch.long)
+            new[doc_rows] = torch.arange(len(doc_rows))
+            rows, cols = exclude[0], new[exclude[1]]
+            exclude = (rows[cols >= 0], cols[cols >= 0])
         docs = docs[doc_rows]
+    if index is not None and exclude is not None:
+        raise ValueError("an approximate index cannot exclude documents: search exactly")
     if index is not None and doc_rows is None:
         scores, indices = index.search(queries, k)
     else:
-        scores, indices = exact_search(queries, docs, k)
+        scores, indices = exact_search(queries, docs, k, exclude=exclude)
     if doc_rows is not None:
         indices = torch.where(indices >= 0, doc_rows[indices.clamp(min=0)], indices)
     _, per_query = ranking_metrics(indices[qrels.query_rows], qrels, metrics, per_query=True)

@@ -54,6 +54,7 @@ def exact_search(
     docs: Tensor,
     k: int,
     *,
+    exclude: tuple[Tensor, Tensor] | None = None,
     query_block: int = QUERY_BLOCK,
     doc_block: int = DOC_BLOCK,
 ) -> tuple[Tensor, Tensor]:
@@ -65,6 +66,9 @@ def exact_search(
         queries: ``(Q, d)`` float.
         docs: ``(D, d)`` float, same dtype and device; ``D >= 1``.
         k: documents per query; ``k' = min(k, D)`` are returned.
+        exclude: ``(rows, cols)`` long ``(P,)``: document ``cols[i]`` is never returned for
+            query ``rows[i]`` (a user's training items). A query left with fewer than ``k'``
+            documents gets index -1 and score -inf in the empty places.
         query_block, doc_block: the score block, ``query_block * doc_block`` floats (128 MiB
             by default); ``doc_block`` is raised to ``k'`` and to a multiple of 16.
 
@@ -87,15 +91,38 @@ def exact_search(
     doc_block = _padded(max(doc_block, k))  # whole groups: only the last block needs padding
     scores = queries.new_empty(len(queries), k)
     indices = torch.empty(len(queries), k, dtype=torch.long, device=queries.device)
+    pairs = None if exclude is None else _by_row(exclude, len(queries), len(docs))
     with torch.inference_mode():
         width = min(doc_block, _padded(len(docs)))
         buffer = queries.new_empty(min(query_block, len(queries)) * width)
         for start in range(0, len(queries), query_block):
             block = slice(start, start + query_block)
+            masked = None
+            if pairs is not None:
+                rows, cols, ptr = pairs
+                lo, hi = int(ptr[start]), int(ptr[min(start + query_block, len(queries))])
+                masked = (rows[lo:hi] - start, cols[lo:hi])
             scores[block], indices[block] = _search_block(
-                queries[block], docs, k, doc_block, buffer
+                queries[block], docs, k, doc_block, buffer, masked
             )
+    if pairs is not None:  # places only excluded (or padding) documents could fill
+        indices[scores == float("-inf")] = -1
     return scores, indices
+
+
+def _by_row(exclude: tuple[Tensor, Tensor], n_queries: int, n_docs: int):
+    """Excluded pairs sorted by query, with each query's start offset ``(Q + 1,)``."""
+    rows, cols = (t.long().flatten() for t in exclude)
+    if len(rows) != len(cols):
+        raise ValueError(f"exclude: {len(rows)} rows but {len(cols)} cols")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_queries):
+        raise ValueError(f"exclude: query rows must lie in [0, {n_queries})")
+    if len(cols) and (cols.min() < 0 or cols.max() >= n_docs):
+        raise ValueError(f"exclude: documents must lie in [0, {n_docs})")
+    order = rows.argsort(stable=True)
+    rows, cols = rows[order], cols[order]
+    ptr = torch.searchsorted(rows, torch.arange(n_queries + 1))
+    return rows, cols, ptr
 
 
 def _padded(n: int) -> int:
@@ -103,9 +130,17 @@ def _padded(n: int) -> int:
 
 
 def _search_block(
-    q: Tensor, docs: Tensor, k: int, doc_block: int, buffer: Tensor
+    q: Tensor,
+    docs: Tensor,
+    k: int,
+    doc_block: int,
+    buffer: Tensor,
+    masked: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Top-k of one query block over all documents, sorted (score desc, index asc)."""
+    """Top-k of one query block over all documents, sorted (score desc, index asc).
+
+    ``masked``: ``(rows, cols)`` of the block's excluded pairs, scored -inf.
+    """
     qb = len(q)
     top_s, top_i = q.new_empty(qb, 0), torch.empty(qb, 0, dtype=torch.long, device=q.device)
     threshold = None  # (qb, 1): the running k-th best score
@@ -116,6 +151,9 @@ def _search_block(
             d = torch.cat([d, d.new_zeros(width - n, d.shape[1])])
         s = torch.mm(q, d.T, out=buffer[: qb * width].view(qb, width))  # (qb, width)
         s[:, n:] = float("-inf")
+        if masked is not None:
+            here = (masked[1] >= start) & (masked[1] < start + n)
+            s[masked[0][here], masked[1][here] - start] = float("-inf")
         groups = width // _GROUP
         s3 = s.view(qb, _GROUP, groups)  # s3[:, j, c] is column c + j * groups
         group_max = s3.amax(1)  # (qb, groups)

@@ -53,6 +53,8 @@ class CNNTower(nn.Module):
         torch.Size([3, 4])
     """
 
+    input_kind = "text"
+
     def __init__(
         self,
         vocab_size: int,

@@ -71,6 +71,8 @@ class LSTMTower(nn.Module):
         torch.Size([3, 4])
     """
 
+    input_kind = "text"
+
     def __init__(
         self,
         vocab_size: int,

@@ -52,6 +52,8 @@ class MLPTower(nn.Module):
         torch.Size([4, 8])
     """
 
+    input_kind = "text"
+
     def __init__(
         self,
         vocab_size: int,

@@ -1,0 +1,187 @@
+"""What every candidate builder shares: the Candidates triple, the base class and the helpers.
+
+Every strategy returns :class:`Candidates` ``(scores, labels, mask)`` of shape ``(B, C)``,
+the input of every loss. A candidate that is the same document as the query's positive
+(same ``doc_id``), or the positive of another row with the same ``query_id``, is masked:
+it is never scored as a negative (the seeds' rotation sampler makes that mistake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from pytorch_lightning.utilities import move_data_to_device
+from torch import Tensor, nn
+
+from twotower.distributed import gather
+from twotower.similarity import Similarity
+
+if TYPE_CHECKING:
+    from twotower.data.base import Catalogue
+
+Encoder = Callable[[Any], Tensor]  # a tower input (tensor or dict of tensors) -> (B, D)
+NO_QUERY = -1  # query id of candidates that are nobody's positive
+
+
+class Candidates(NamedTuple):
+    scores: Tensor  # (B, C) gamma-scaled similarities
+    labels: Tensor  # (B, C) relevance, > 0 relevant
+    mask: Tensor  # (B, C) True = a valid candidate
+
+
+class Negatives(nn.Module):
+    """Base of every strategy: ``forward(q, d, batch, similarity, encode) -> Candidates``.
+
+    A module, so that the LightningModule registers it: ``.training`` follows train / eval
+    and buffers (a streaming frequency estimate) are saved in checkpoints.
+
+    Args (of ``forward``):
+        q, d: ``(B, D)`` query and positive-document vectors.
+        batch: the rows, with ``query_id`` and ``doc_id`` ``(B,)`` long.
+        similarity: gamma-scaled cosine or dot.
+        encode: the document tower, for documents that are not in ``d``.
+    """
+
+    formats: tuple[str, ...] = ("pairs", "presampled")  # training row formats it accepts
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise :class:`~twotower.errors.ConfigError` if ``data.batch_size`` cannot work."""
+
+    def bind(self, catalogue: Catalogue) -> None:
+        """Take what the strategy needs from the training data (called once, after setup)."""
+
+
+def score_shared(
+    q: Tensor,
+    batch: dict[str, Tensor],
+    docs: Tensor,
+    doc_ids: Tensor,
+    owner_ids: Tensor,
+    pos_col: Tensor,
+    similarity: Similarity,
+) -> Candidates:
+    """Score every query against one shared candidate set with one matmul.
+
+    Args:
+        q: ``(B, D)`` query vectors.
+        batch: holds ``doc_id`` and ``query_id`` ``(B,)`` of the queries' positives.
+        docs: ``(N, D)`` candidate vectors; ``doc_ids`` their document ids ``(N,)``;
+            ``owner_ids`` the query id each candidate is the positive of, or ``NO_QUERY``.
+        pos_col: ``(B,)`` column of each query's own positive.
+    """
+    scores = similarity(q, docs)  # (B, N)
+    rows = torch.arange(q.shape[0], device=q.device)
+    labels = torch.zeros_like(scores)
+    labels[rows, pos_col] = 1.0
+    clash = batch["doc_id"][:, None] == doc_ids[None, :]  # (B, N) same document
+    clash |= batch["query_id"][:, None] == owner_ids[None, :]  # positive of the same query
+    mask = ~clash
+    mask[rows, pos_col] = True
+    return Candidates(scores, labels, mask)
+
+
+def gather_positives(
+    d: Tensor, batch: dict[str, Tensor], global_batch: bool = True
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """The batch's positives as candidates: ``(docs, doc_ids, owner_ids, offset)``.
+
+    Under DDP (``global_batch``) every process's documents are gathered with their gradient;
+    ``offset`` is the column of this process's first row.
+    """
+    if not global_batch:
+        return d, batch["doc_id"], batch["query_id"], 0
+    docs, offset = gather(d)  # (W*B, D)
+    doc_ids, _ = gather(batch["doc_id"])  # (W*B,)
+    owner_ids, _ = gather(batch["query_id"])  # (W*B,)
+    return docs, doc_ids, owner_ids, offset
+
+
+def score_in_batch(
+    q: Tensor, d: Tensor, batch: dict, similarity: Similarity, global_batch: bool = True
+) -> Candidates:
+    """Every document of the batch (of the global batch under DDP) is a candidate."""
+    docs, doc_ids, owner_ids, offset = gather_positives(d, batch, global_batch)
+    pos_col = offset + torch.arange(q.shape[0], device=q.device)
+    return score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+
+
+def unbound(strategy: str, what: str) -> RuntimeError:
+    """The error of a strategy used before :meth:`Negatives.bind`."""
+    return RuntimeError(
+        f"{strategy} needs {what} of the training data: call bind(datamodule.catalogue()) "
+        "after the data are set up, before the first step"
+    )
+
+
+class History(nn.Module):
+    """Which (query, document) pairs are training positives: a user's consumed items.
+
+    The pairs are kept as sorted keys ``query_id * n_docs + doc_id`` and looked up with
+    ``searchsorted``, so a ``(B, C)`` test costs ``B * C * log P`` and no Python loop. The
+    keys are rebuilt from the data by :meth:`bind`, hence not saved in checkpoints.
+
+    Example:
+        >>> import torch
+        >>> from twotower.data.base import Catalogue
+        >>> h = History()
+        >>> h.bind(Catalogue(None, torch.ones(3), torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])))
+        >>> h(torch.tensor([0, 1]), torch.tensor([0, 1, 2]))
+        tensor([[ True, False,  True],
+                [False,  True, False]])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("keys", torch.empty(0, dtype=torch.long), persistent=False)
+        self.n_docs = 0
+
+    def bind(self, catalogue: Catalogue) -> None:
+        self.n_docs = len(catalogue.doc_counts)
+        keys = catalogue.positive_query.long() * self.n_docs + catalogue.positive_doc.long()
+        self.keys = torch.unique(keys).to(self.keys.device)  # sorted
+
+    def forward(self, query_id: Tensor, doc_ids: Tensor) -> Tensor:
+        """``(B, C)`` True where ``doc_ids`` (``(C,)`` shared or ``(B, C)``) is in the
+        history of the row's ``query_id`` ``(B,)``."""
+        if not self.n_docs:
+            raise unbound("mask_history", "the training positives")
+        keys = query_id[:, None] * self.n_docs + doc_ids  # (B, C)
+        if not len(self.keys):
+            return torch.zeros_like(keys, dtype=torch.bool)
+        at = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)  # (B, C)
+        return self.keys[at] == keys
+
+
+def score_pool(
+    q: Tensor,
+    batch: dict[str, Tensor],
+    docs: Tensor,
+    doc_ids: Tensor,
+    owner_ids: Tensor,
+    pos_col: Tensor,
+    similarity: Similarity,
+    log_q: Tensor | None = None,
+    history: History | None = None,
+) -> Candidates:
+    """:func:`score_shared`, then the logQ correction and the masking of histories.
+
+    Args:
+        log_q: ``(N,)`` log of each candidate's expected count in the pool, subtracted from
+            its score in every row (the row's positive included); ``None``: no correction.
+        history: masks, in each row, the other training positives of the row's query.
+    """
+    scores, labels, mask = score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+    if log_q is not None:
+        scores = scores - log_q.to(scores.dtype)  # (B, N)
+    if history is not None:
+        known = history(batch["query_id"], doc_ids)  # (B, N)
+        known[torch.arange(q.shape[0], device=q.device), pos_col] = False
+        mask = mask & ~known
+    return Candidates(scores, labels, mask)
+
+
+def catalogue_vectors(catalogue: Catalogue, ids: Tensor, encode: Encoder, device) -> Tensor:
+    """``(len(ids), D)`` vectors of catalogue documents ``ids`` (``(K,)``, on the CPU)."""
+    return encode(move_data_to_device(catalogue.docs.batch(ids), device))

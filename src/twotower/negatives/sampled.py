@@ -1,0 +1,53 @@
+"""Sampled negatives: a few random documents of the batch per query (the DSSM recipe)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from twotower.errors import ConfigError
+from twotower.negatives.base import Candidates, Encoder, Negatives, score_in_batch
+from twotower.similarity import Similarity
+
+
+class SampledNegatives(Negatives):
+    """``num_negatives`` documents drawn at random from the rest of the (global) batch.
+
+    The DSSM paper's 4 random unclicked documents. Candidate 0 is the positive; a row with
+    fewer valid documents than ``num_negatives`` gets masked filler columns.
+
+    References:
+        Huang et al., Learning Deep Structured Semantic Models for Web Search, CIKM 2013.
+    """
+
+    def __init__(self, num_negatives: int = 4):
+        super().__init__()
+        if not isinstance(num_negatives, int) or num_negatives < 1:
+            raise ConfigError("num_negatives", num_negatives, "must be an integer >= 1")
+        self.num_negatives = num_negatives
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if self.num_negatives >= batch_size:
+            raise ConfigError(
+                "num_negatives",
+                self.num_negatives,
+                f"must be < data.batch_size ({batch_size}): negatives come from the batch",
+            )
+
+    def forward(
+        self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder
+    ) -> Candidates:
+        full = score_in_batch(q, d, batch, similarity)  # (B, N)
+        rows = torch.arange(q.shape[0], device=q.device)
+        pos_col = full.labels.argmax(1)  # (B,)
+        eligible = full.mask & (full.labels == 0)
+        # A random key per eligible column; the top-k keys are a uniform sample without
+        # replacement. Ineligible columns get -1 so they are picked only as masked filler.
+        keys = torch.rand(full.scores.shape, device=q.device).masked_fill(~eligible, -1.0)
+        k = min(self.num_negatives, keys.shape[1])
+        top, cols = keys.topk(k, dim=1)  # (B, k)
+        scores = torch.cat([full.scores[rows, pos_col, None], full.scores.gather(1, cols)], 1)
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        mask = torch.cat([torch.ones_like(top[:, :1], dtype=torch.bool), top >= 0], 1)
+        return Candidates(scores, labels, mask)  # (B, 1 + k)
