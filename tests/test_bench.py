@@ -18,3 +18,22 @@ def test_table_marks_the_best_of_each_metric():
     assert lines[0].startswith("| model | R@1 | R@10 | R@100 | MRR@10 | NDCG@10 |")
     assert lines[2] == "| a | " + " | ".join(["**0.5000**"] * len(METRICS)) + " | - | 2 |"
     assert lines[3].endswith("| 0.2500 | 61 (4 ep.) | 9 |")
+
+
+def test_ml100k_rows_are_mean_and_std_over_seeds_with_the_best_in_bold():
+    from twotower.bench.ml100k import KS, summarise
+    from twotower.bench.ml100k import table as ml_table
+
+    def result(value, seconds):
+        names = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit", "precision") for k in KS]
+        metrics = {f"test/{name}": value for name in names}
+        return {"metrics": metrics, "epoch_time_s": seconds, "epochs": 3, "peak_memory_mib": 500}
+
+    trained = summarise("p", "two-tower", "x", [result(0.3, 1.0), result(0.5, 3.0)])
+    assert trained["recall@10"] == (0.4, 0.1414213562373095)  # sample std over seeds
+    assert trained["s_per_epoch"] == (2.0, 1.4142135623730951)
+    pop = summarise("p", "pop", "pop", [{"metrics": result(0.1, 0)["metrics"]}])
+    lines = ml_table([pop, trained]).splitlines()
+    assert lines[2] == "| p | pop | " + " | ".join(["0.1000 ± 0.0000"] * 5) + " | - | - |"
+    best = " | ".join(["**0.4000 ± 0.1414**"] * 5)
+    assert lines[3] == f"| p | two-tower | {best} | 2.00 | 500 |"

@@ -166,3 +166,26 @@ def test_popularity_baseline_ranks_by_training_counts(toy, tmp_path):
         assert not any((row, index[d]) in masked for d in ranked)
         unranked = [i for i in range(len(counts)) if (row, i) not in masked]
         assert len(ranked) == len(unranked)  # every item not masked for the user, best first
+
+
+def test_long_override_lists_get_a_short_distinct_run_name():
+    from twotower.train import MAX_RUN_NAME, run_name
+
+    long = ",".join(f"tower.key{i}=value{i}" for i in range(40))
+    name = run_name(long)
+    assert len(name) <= MAX_RUN_NAME and name != run_name(long + ",x=1")
+    assert run_name("") == "defaults" and run_name("loss=pointwise") == "loss=pointwise"
+
+
+def test_export_refuses_a_recommendation_checkpoint_clearly(make_cfg, toy, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from twotower.export import export
+    from twotower.train import CONF_DIR
+
+    result = train(rec_cfg(make_cfg, toy[0]))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("export", [f"ckpt={result['best_checkpoint']}", f"out={tmp_path / 'x'}"])
+    with pytest.raises(ConfigError, match="holds feature towers.*twotower.evaluate"):
+        export(cfg)
+    assert not (tmp_path / "x").exists()

@@ -39,6 +39,13 @@ def export(cfg: DictConfig) -> Path:
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise ConfigError("out", str(out), "exists and is not empty (overwrite=true replaces it)")
     module, tokenizer, train_cfg = load_module(cfg.ckpt)
+    if "features" in (module.hparams.get("tower_inputs") or {}).get("query", {}):
+        raise ConfigError(
+            "ckpt",
+            str(cfg.ckpt),
+            "holds feature towers (users and items): the export is a text retriever; "
+            "evaluate it with python -m twotower.evaluate",
+        )
     datamodule = build(cfg.data if cfg.get("data") else train_cfg.data, "data", tokenizer=tokenizer)
     datamodule.setup("test")
     started = time.perf_counter()

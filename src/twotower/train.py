@@ -7,6 +7,7 @@ python -m twotower.train -m tower=mlp,lstm,cnn loss=pointwise,listwise_softmax
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import resource
@@ -30,8 +31,21 @@ from twotower.retrieval.runfile import write_run
 from twotower.summary import flat_hparams, print_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# A run without overrides gets a directory name too.
-OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
+MAX_RUN_NAME = 160  # file systems refuse names over 255 bytes; the date prefix needs room
+
+
+def run_name(overrides: str) -> str:
+    """A run directory's name from its overrides: ``defaults`` without any; a long list is
+    cut and ends with a hash of the whole, so distinct runs keep distinct directories."""
+    if not overrides:
+        return "defaults"
+    if len(overrides.encode()) <= MAX_RUN_NAME:
+        return overrides
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:10]
+    return overrides.encode()[: MAX_RUN_NAME - 12].decode(errors="ignore") + f"..{digest}"
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:

@@ -58,7 +58,12 @@ def run_one(experiment: str, seed: int, data: Path, runs: Path, extra: list[str]
     args = [f"experiment={experiment}", f"data.dir={data}", f"seed={seed}", *extra]
     if experiment == "pop":
         return popularity.run(["experiment=ml100k", f"data.dir={data}"], run_dir)
-    args += [f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
+    # no progress bar in the logs: the callback goes with the flag
+    args += [
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+    ]
     print(f"bench-ml100k: python -m twotower.train {' '.join(args)}", flush=True)
     log_path = runs / f"{experiment}-seed{seed}.log"
     with open(log_path, "w") as f:

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from twotower.towers.features.categorical import init_embedding
 
 POOLINGS = ("mean", "sum", "max")
+DENSE_LIMIT = 2**24  # entries of the (B, cardinality) bag matrix of the matmul path (64 MiB)
 
 
 class BagEncoder(nn.Module):
@@ -36,15 +37,24 @@ class BagEncoder(nn.Module):
 
     def __init__(self, cardinality: int, dim: int, pooling: str = "mean"):
         super().__init__()
-        self.output_dim = dim
+        self.output_dim, self.pooling = dim, pooling
         # EmbeddingBag leaves padding_idx out of every mode's reduction (and of the mean's
         # count), gives empty bags zeros, and never materialises the (B, L, dim) tensor.
         self.bag = nn.EmbeddingBag(cardinality, dim, mode=pooling, padding_idx=0)
         init_embedding(self.bag.weight)
 
     def forward(self, ids: Tensor) -> Tensor:
-        # Flat ids with offsets, pads dropped: a history row is mostly padding, and the 2-D
-        # form would still look every pad up (4x the work on MovieLens histories).
         present = ids > 0  # (B, L)
         counts = present.sum(1)  # (B,)
+        weight = self.bag.weight
+        if self.pooling != "max" and ids.shape[0] * len(weight) <= DENSE_LIMIT:
+            # The bag as a (B, cardinality) matrix of weights times the table: one matmul.
+            # On the CPU its backward is 10-25x faster than embedding_bag's for a catalogue
+            # of a few thousand items (a history of 256 ids per user).
+            w = present.to(weight.dtype)  # pads weigh 0, so row 0 gets no gradient
+            if self.pooling == "mean":
+                w = w / counts.clamp(min=1)[:, None]
+            bags = weight.new_zeros(ids.shape[0], len(weight)).scatter_add_(1, ids, w)
+            return bags @ weight  # (B, dim); empty rows 0
+        # Flat ids with offsets, pads dropped: the 2-D form would look every pad up.
         return self.bag(ids[present], counts.cumsum(0) - counts)  # (B, dim); empty rows 0
