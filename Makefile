@@ -13,7 +13,7 @@ GCIDE ?= data/gcide
 BENCH_ARGS ?=
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
-	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k
+	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k ablate-loss
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +81,12 @@ bench-gcide: setup-bench data-gcide ## DSSM, CDSSM, LSTM and baselines on GCIDE:
 bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 10k queries
 	$(PY) -m twotower.bench.search_speed --out experiments/reports/bench-eval \
 		--threads $(TORCH_THREADS) $(BENCH_ARGS)
+
+# One target per experiments/ablate-*.yaml: its grid over its seeds, then its report.
+ABLATE = OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.ablate
+
+ablate-loss: setup ## the 4 losses x 3 seeds, report in experiments/reports (SMALL=1: minutes)
+	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
 
 clean: ## remove runs, caches and build files (keeps .venv and data/)
 	rm -rf outputs multirun lightning_logs .cache .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -27,6 +27,7 @@ from twotower.data.features import Feature
 from twotower.data.tokenizers import tokenizer_from_state
 from twotower.errors import ConfigError, DataError, user_errors
 from twotower.module import TwoTowerModule
+from twotower.provenance import provenance
 from twotower.retrieval.runfile import write_run
 from twotower.summary import flat_hparams, print_metrics
 
@@ -249,6 +250,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best,
         "seed": cfg.seed,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance(),  # git commit, package versions: what reproduces the run
     }
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
