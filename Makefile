@@ -13,7 +13,7 @@ GCIDE ?= data/gcide
 BENCH_ARGS ?=
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
-	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k ablate-loss
+	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k ablate-loss ablate-temperature
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,6 +86,9 @@ bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 1
 ABLATE = OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.ablate
 
 ablate-loss: setup ## the 4 losses x 3 seeds, report in experiments/reports (SMALL=1: minutes)
+	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
+
+ablate-temperature: setup ## gamma 1-50, fixed and learnable, x 3 seeds (SMALL=1: minutes)
 	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
 
 clean: ## remove runs, caches and build files (keeps .venv and data/)
