@@ -50,7 +50,13 @@ class Negatives(nn.Module):
         """Raise :class:`~twotower.errors.ConfigError` if ``data.batch_size`` cannot work."""
 
     def bind(self, catalogue: Catalogue) -> None:
-        """Take what the strategy needs from the training data (called once, after setup)."""
+        """Take what the strategy needs from the training data (called once, after setup).
+
+        Binds the strategy's parts (frequency estimator, history), its direct submodules.
+        """
+        for part in self.children():
+            if hasattr(part, "bind"):
+                part.bind(catalogue)
 
 
 def score_shared(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
@@ -18,9 +16,6 @@ from twotower.negatives.base import (
 )
 from twotower.negatives.frequency import item_frequency
 from twotower.similarity import Similarity
-
-if TYPE_CHECKING:
-    from twotower.data.base import Catalogue
 
 
 class InBatchNegatives(Negatives):
@@ -65,11 +60,6 @@ class InBatchNegatives(Negatives):
         check(isinstance(mask_history, bool), "mask_history", mask_history, "must be a bool")
         self.frequency = item_frequency(logq, buckets, alpha)
         self.history = History() if mask_history else None
-
-    def bind(self, catalogue: Catalogue) -> None:
-        for part in (self.frequency, self.history):
-            if part is not None:
-                part.bind(catalogue)
 
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder

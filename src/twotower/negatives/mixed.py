@@ -76,9 +76,7 @@ class MixedNegatives(Negatives):
 
     def bind(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        for part in (self.frequency, self.history):
-            if part is not None:
-                part.bind(catalogue)
+        super().bind(catalogue)
 
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder

@@ -50,8 +50,7 @@ class UniformNegatives(Negatives):
 
     def bind(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        if self.history is not None:
-            self.history.bind(catalogue)
+        super().bind(catalogue)
 
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder
