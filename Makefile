@@ -13,10 +13,11 @@ GCIDE ?= data/gcide
 BENCH_ARGS ?=
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
-	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k ablate-loss ablate-temperature
+	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k \
+	ablate-loss ablate-temperature ablate-negatives ablate-tower
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +54,9 @@ sweep: setup ## the 12-run grid: 3 towers x 4 losses (SWEEP_ARGS=trainer.max_epo
 	$(PY) -m twotower.train -m tower=mlp,lstm,cnn \
 		loss=pointwise,pairwise_hinge,pairwise_logistic,listwise_softmax $(SWEEP_ARGS) $(ARGS)
 
-tensorboard: setup ## TensorBoard over the latest sweep (or LOGDIR=...)
-	$(VENV)/bin/tensorboard --logdir $${LOGDIR:-$$(ls -dt multirun/*/ outputs 2>/dev/null | head -n 1)}
+tensorboard: setup ## TensorBoard over the latest sweep or ablation (or LOGDIR=...)
+	latest=$$(ls -t multirun/*/multirun.yaml multirun/*/*/multirun.yaml 2>/dev/null | head -n 1); \
+	$(VENV)/bin/tensorboard --logdir $${LOGDIR:-$$(dirname $${latest:-outputs/.})}
 
 /usr/share/dictd/gcide.index:
 	# Debian's GNU Collaborative International Dictionary of English
@@ -85,10 +87,16 @@ bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 1
 # One target per experiments/ablate-*.yaml: its grid over its seeds, then its report.
 ABLATE = OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.ablate
 
-ablate-loss: setup ## the 4 losses x 3 seeds, report in experiments/reports (SMALL=1: minutes)
+ablate-loss: data-ml100k ## the 4 losses x 3 seeds on ml-100k, report in experiments/reports (SMALL=1: minutes)
 	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
 
-ablate-temperature: setup ## gamma 1-50, fixed and learnable, x 3 seeds (SMALL=1: minutes)
+ablate-temperature: data-ml100k ## gamma 1-50 fixed, learnable from 1 and 20, x 3 seeds on ml-100k
+	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
+
+ablate-negatives: data-ml100k ## sampled K, in-batch, mixed, +- logQ and masking, x 3 seeds on ml-100k
+	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
+
+ablate-tower: data-gcide ## MLP shared/separate, LSTM x 4 poolings, CNN, x 3 seeds on GCIDE
 	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
 
 clean: ## remove runs, caches and build files (keeps .venv and data/)

@@ -12,7 +12,7 @@ from hydra.errors import MissingConfigException
 from twotower.errors import ConfigError
 from twotower.train import CONF_DIR, train
 
-SKIP_GROUPS = {"hydra", "paths"}  # not user choices: composed in every run
+SKIP_GROUPS = {"hydra", "paths", "sweep", "launcher"}  # not run choices (+sweep=: test_sweep.py)
 
 
 def group_options():

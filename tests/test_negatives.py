@@ -43,6 +43,16 @@ def test_in_batch_masks_same_document_and_same_query():
     assert torch.all(negatives == 0)
 
 
+def test_unmasked_in_batch_keeps_accidental_positives_for_the_ablation():
+    q, d, batch = identity_batch([0, 1, 1, 2, 3], [0, 1, 2, 3, 0])
+    c = InBatchNegatives(mask_duplicates=False)(q, d, batch, DOT, None)
+    assert torch.equal(c.labels, torch.eye(5)) and bool(c.mask.all())
+    # Row 1's positive (document 1) is also row 2's: scored as row 1's negative, at 1.
+    assert c.scores[1, 2] == 1 and c.labels[1, 2] == 0
+    with pytest.raises(ConfigError, match="mask_duplicates"):
+        InBatchNegatives(mask_duplicates="no")
+
+
 @pytest.mark.parametrize("num_negatives", [1, 3, 7])
 def test_sampled_never_draws_an_accidental_positive(num_negatives):
     torch.manual_seed(0)

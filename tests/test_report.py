@@ -182,3 +182,12 @@ def test_real_sweep(tmp_path):
     md = main([str(sweep), "--out", str(tmp_path / "reports"), "--expect", "2"]).read_text()
     assert "| loss | test/ndcg@10 |" in md and "| pointwise |" in md
     assert "](sweep_curves.png)" in md
+
+
+def test_columns_are_the_primary_cut_off_without_batch_or_accuracy(tmp_path):
+    from twotower.report import Run
+
+    names = ["test/ndcg@10", "test/recall@10", "test/recall@100", "test/loss", "test/accuracy"]
+    metrics = {m: 0.5 for m in [*names, "test/batch/mrr@10", "val/ndcg@10"]}
+    runs = [Run(tmp_path, [], metrics=metrics)]
+    assert metric_names(runs, "test/ndcg@10") == ["test/ndcg@10", "test/loss", "test/recall@10"]

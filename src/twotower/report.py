@@ -134,8 +134,13 @@ def expected_grid(multirun_yaml: Path) -> list[dict[str, str]]:
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
+VARIANT = "+variant"  # the key twotower.ablate sweeps its named variants with
+
+
 def label(params: dict[str, str], keys: list[str]) -> str:
-    return ",".join(f"{k}={params[k]}" for k in keys if k in params) or "defaults"
+    """``loss=hinge,lstm_last``: a setting's swept values (a variant by its name)."""
+    parts = [params[k] if k == VARIANT else f"{k}={params[k]}" for k in keys if k in params]
+    return ",".join(parts) or "defaults"
 
 
 def missing_runs(
@@ -175,9 +180,12 @@ def metric_names(runs: list[Run], primary: str) -> list[str]:
     # In-batch metrics and accuracy rank each query's own candidates, which the negatives
     # being compared change: they would not compare across settings.
     other = (m for m in shared if m.startswith(stage) and m != primary)
+    # The primary's cut-off only (ndcg@10: recall@10, mrr@10, ...): a readable table.
+    cut = "@" + primary.split("@")[1] if "@" in primary else None
+    same_cut = [m for m in other if "@" not in m or cut is None or m.endswith(cut)]
     return [
         primary,
-        *sorted(m for m in other if not m.endswith(NOT_COMPARABLE) and "/batch/" not in m),
+        *sorted(m for m in same_cut if not m.endswith(NOT_COMPARABLE) and "/batch/" not in m),
     ]
 
 
@@ -198,6 +206,15 @@ def summarise(runs: list[Run], metrics: list[str]) -> list[Row]:
     return rows
 
 
+def grid_position(row: Row, grid: list[dict[str, str]]) -> int:
+    """Where a setting's first run comes in the sweep (the ablation file's order)."""
+    params = row.runs[0].params
+    for i, point in enumerate(grid):
+        if all(params.get(k) == v for k, v in point.items() if k != "seed"):
+            return i
+    return len(grid)
+
+
 def lower_is_better(metric: str) -> bool:
     return "loss" in metric
 
@@ -207,7 +224,7 @@ def markdown_table(rows: list[Row], metrics: list[str]) -> str:
     keys = list(rows[0].values) or ["setting"]
     best = {m: (min if lower_is_better(m) else max)(r.stats[m][0] for r in rows) for m in metrics}
     lines = [
-        "| " + " | ".join([*keys, *metrics, "seeds"]) + " |",
+        "| " + " | ".join([*(k.lstrip("+") for k in keys), *metrics, "seeds"]) + " |",
         "|" + "---|" * len(keys) + "---:|" * (len(metrics) + 1),
     ]
     for row in rows:
@@ -309,6 +326,22 @@ def slug(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
 
 
+def yaml_value(value: object) -> str:
+    """``None`` -> ``null``, ``False`` -> ``false``: values as a Hydra override writes them."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def variant_lines(variants: dict[str, dict]) -> list[str]:
+    """What each named variant of an ablation sets (``+variant=<name>`` in the runs)."""
+    if not variants:
+        return []
+    lines = ["Variants:", ""]
+    for name, overrides in variants.items():
+        sets = (f"`{k}={yaml_value(v)}`" for k, v in overrides.items())
+        lines.append(f"- `{name}`: " + " ".join(sets))
+    return [*lines, ""]
+
+
 def write_report(
     run_dir: Path,
     out_dir: Path,
@@ -332,7 +365,7 @@ def write_report(
     if not any(r.finished for r in runs):
         raise ReportError(f"{run_dir}: no run has a metrics.json yet")
     metrics = metric_names(runs, metric)
-    rows = summarise(runs, metrics)
+    rows = sorted(summarise(runs, metrics), key=lambda row: grid_position(row, grid))
     keys = swept_keys(runs)
     fixed = [o for o in runs[0].overrides if all(o in r.overrides for r in runs)]
 
@@ -343,8 +376,12 @@ def write_report(
     curves = out_dir / f"{name}_curves.png"
     has_curves = plot_curves(rows, tag, curves, f"{name}: {tag} during training")
 
+    ablation = run_dir / "ablation.yaml"
+    spec = yaml.safe_load(ablation.read_text()) if ablation.is_file() else {}
     lines = [
         f"# {name}",
+        "",
+        spec.get("description", ""),
         "",
         f"`{command}`" if command else "",
         "",
@@ -354,6 +391,7 @@ def write_report(
         "",
         "Fixed overrides: " + (" ".join(f"`{o}`" for o in fixed) or "none"),
         "",
+        *variant_lines(spec.get("variants") or {}),
         markdown_table(rows, metrics),
         "",
         f"![{metric}]({bars.name})",

@@ -151,6 +151,16 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> TwoTowe
             f"query, but the data are {FORMAT_COLUMNS['labelled']}, one candidate per row; "
             "use loss=pointwise or presampled data",
         )
+    if getattr(negatives, "frequency", None) is not None and not loss.needs_negatives_per_row:
+        # logQ subtracts log p from each logit, +5 to +12 here: losses that compare the
+        # scores of a row ignore that level, a sigmoid of each score alone saturates.
+        raise ConfigError(
+            "negatives.logq",
+            cfg.negatives.logq,
+            "corrects a softmax over sampled candidates; loss=pointwise scores each candidate "
+            "alone, where the shift saturates the sigmoid: use a pairwise or listwise loss, "
+            "or negatives.logq=null",
+        )
     negatives.bind(datamodule.catalogue())
     return TwoTowerModule(
         query_tower=query_tower,

@@ -170,6 +170,7 @@ def score_pool(
     similarity: Similarity,
     log_q: Tensor | None = None,
     history: History | None = None,
+    mask_duplicates: bool = True,
 ) -> Candidates:
     """:func:`score_shared`, then the logQ correction and the masking of histories.
 
@@ -177,8 +178,12 @@ def score_pool(
         log_q: ``(N,)`` log of each candidate's expected count in the pool, subtracted from
             its score in every row (the row's positive included); ``None``: no correction.
         history: masks, in each row, the other training positives of the row's query.
+        mask_duplicates: ``False`` keeps other copies of the row's positive (and the other
+            positives of its query) as negatives: the blog code's defect, for ablations only.
     """
     scores, labels, mask = score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+    if not mask_duplicates:
+        mask = torch.ones_like(mask)
     if log_q is not None:
         scores = scores - log_q.to(scores.dtype)  # (B, N)
     if history is not None:

@@ -41,6 +41,8 @@ class InBatchNegatives(Negatives):
             training with the global batch's items; the correction uses the estimate after
             this batch's update, so an item first seen now is not treated as infinitely rare).
         mask_history: mask the query's other training positives (needs :meth:`bind`).
+        mask_duplicates: ``False`` scores the batch's other copies of a row's positive
+            as its negatives (accidental positives); for ablations only.
         buckets: hash slots of the streaming estimator.
         alpha: learning rate of the streaming estimator.
 
@@ -53,11 +55,16 @@ class InBatchNegatives(Negatives):
         self,
         logq: str | None = None,
         mask_history: bool = False,
+        mask_duplicates: bool = True,
         buckets: int = 2**20,
         alpha: float = 0.05,
     ):
         super().__init__()
         check(isinstance(mask_history, bool), "mask_history", mask_history, "must be a bool")
+        check(
+            isinstance(mask_duplicates, bool), "mask_duplicates", mask_duplicates, "must be a bool"
+        )
+        self.mask_duplicates = mask_duplicates
         self.frequency = item_frequency(logq, buckets, alpha)
         self.history = History() if mask_history else None
 
@@ -72,5 +79,14 @@ class InBatchNegatives(Negatives):
             log_q = self.frequency.log_prob(doc_ids)  # (N,)
         pos_col = offset + torch.arange(q.shape[0], device=q.device)
         return score_pool(
-            q, batch, docs, doc_ids, owner_ids, pos_col, similarity, log_q, self.history
+            q,
+            batch,
+            docs,
+            doc_ids,
+            owner_ids,
+            pos_col,
+            similarity,
+            log_q,
+            self.history,
+            self.mask_duplicates,
         )

@@ -47,6 +47,8 @@ class MixedNegatives(Negatives):
         num_uniform: uniform items per batch (``B'`` in the paper), >= 1.
         logq: ``None``, ``counted`` or ``streaming``, as for :class:`InBatchNegatives`.
         mask_history: mask the query's other training positives.
+        mask_duplicates: ``False`` scores the batch's other copies of a row's positive
+            as its negatives (accidental positives); for ablations only.
         buckets: hash slots of the streaming estimator.
         alpha: learning rate of the streaming estimator.
 
@@ -62,6 +64,7 @@ class MixedNegatives(Negatives):
         num_uniform: int = 64,
         logq: str | None = None,
         mask_history: bool = False,
+        mask_duplicates: bool = True,
         buckets: int = 2**20,
         alpha: float = 0.05,
     ):
@@ -69,6 +72,10 @@ class MixedNegatives(Negatives):
         ok = isinstance(num_uniform, int) and not isinstance(num_uniform, bool)
         check(ok and num_uniform >= 1, "num_uniform", num_uniform, "must be an integer >= 1")
         check(isinstance(mask_history, bool), "mask_history", mask_history, "must be a bool")
+        check(
+            isinstance(mask_duplicates, bool), "mask_duplicates", mask_duplicates, "must be a bool"
+        )
+        self.mask_duplicates = mask_duplicates
         self.num_uniform = num_uniform
         self.frequency = item_frequency(logq, buckets, alpha)
         self.history = History() if mask_history else None
@@ -106,4 +113,5 @@ class MixedNegatives(Negatives):
             similarity,
             log_q,
             self.history,
+            self.mask_duplicates,
         )
