@@ -191,3 +191,11 @@ def test_columns_are_the_primary_cut_off_without_batch_or_accuracy(tmp_path):
     metrics = {m: 0.5 for m in [*names, "test/batch/mrr@10", "val/ndcg@10"]}
     runs = [Run(tmp_path, [], metrics=metrics)]
     assert metric_names(runs, "test/ndcg@10") == ["test/ndcg@10", "test/loss", "test/recall@10"]
+
+
+def test_loss_column_is_left_out_when_the_runs_differ_in_their_loss(sweep, tmp_path):
+    for i, (loss, _) in enumerate(NDCG):
+        config = {"loss": {"_target_": f"twotower.losses.{loss}"}}
+        (sweep / str(i) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    md = main([str(sweep), "--out", str(tmp_path)]).read_text()
+    assert "| loss | test/ndcg@10 | seeds |" in md  # no test/loss column

@@ -206,6 +206,16 @@ def summarise(runs: list[Run], metrics: list[str]) -> list[Row]:
     return rows
 
 
+def loss_functions(runs: list[Run]) -> set[str]:
+    """The loss classes the runs trained with (from their resolved ``.hydra/config.yaml``)."""
+    found = set()
+    for run in runs:
+        config = run.path / ".hydra" / "config.yaml"
+        if config.is_file():
+            found.add(str((yaml.safe_load(config.read_text()).get("loss") or {}).get("_target_")))
+    return found
+
+
 def grid_position(row: Row, grid: list[dict[str, str]]) -> int:
     """Where a setting's first run comes in the sweep (the ablation file's order)."""
     params = row.runs[0].params
@@ -365,6 +375,8 @@ def write_report(
     if not any(r.finished for r in runs):
         raise ReportError(f"{run_dir}: no run has a metrics.json yet")
     metrics = metric_names(runs, metric)
+    if len(loss_functions(runs)) > 1:  # values of different losses do not compare
+        metrics = [m for m in metrics if m == metric or not m.endswith("/loss")]
     rows = sorted(summarise(runs, metrics), key=lambda row: grid_position(row, grid))
     keys = swept_keys(runs)
     fixed = [o for o in runs[0].overrides if all(o in r.overrides for r in runs)]
