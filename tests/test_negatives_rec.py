@@ -15,6 +15,7 @@ from twotower.negatives import (
     StreamingFrequency,
     UniformNegatives,
 )
+from twotower.negatives.base import catalogue_vectors
 from twotower.similarity import Similarity
 
 DOT = Similarity(kind="dot", scale=1.0)
@@ -115,8 +116,33 @@ class Recorder:
 HISTORY = [(0, 0), (0, 5), (1, 1), (1, 6), (2, 2), (3, 3), (3, 7)]
 
 
+@pytest.fixture
+def drawn_ids(monkeypatch) -> list[torch.Tensor]:
+    """The catalogue ids each strategy draws, in draw order (the encoder sees each once)."""
+    import twotower.negatives.mixed as mixed
+    import twotower.negatives.uniform as uniform
+
+    drawn = []
+
+    def record(catalogue, ids, encode, device):
+        drawn.append(ids)
+        return catalogue_vectors(catalogue, ids, encode, device)
+
+    for module in (mixed, uniform):
+        monkeypatch.setattr(module, "catalogue_vectors", record)
+    return drawn
+
+
+def test_catalogue_vectors_encode_each_distinct_item_once():
+    encode = Recorder()
+    ids = torch.tensor([5, 1, 5, 5, 2, 1])
+    vectors = catalogue_vectors(catalogue(8), ids, encode, "cpu")
+    assert encode.ids[0].tolist() == [1, 2, 5]
+    assert torch.equal(vectors, one_hot(ids))
+
+
 @pytest.mark.parametrize("mask_history", [False, True])
-def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(mask_history):
+def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(mask_history, drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1, 2, 3], [0, 1, 2, 3])
     neg = MixedNegatives(num_uniform=32, mask_history=mask_history)
@@ -125,7 +151,7 @@ def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(mask_history
     c = neg(q, d, batch, DOT, encode)
     assert c.scores.shape == c.mask.shape == (4, 4 + 32)
     assert torch.equal(c.labels[:, :4], torch.eye(4)) and c.labels[:, 4:].sum() == 0
-    drawn = encode.ids[0]  # (32,) shared by every row
+    drawn = drawn_ids[0]  # (32,) shared by every row
     bad = drawn[None, :] == batch["doc_id"][:, None]  # (4, 32)
     if mask_history:
         extra = {(u, i) for u, i in HISTORY}
@@ -135,14 +161,14 @@ def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(mask_history
     assert torch.all(c.scores[:, 4:][c.mask[:, 4:]] == 0)  # no accidental positive left
 
 
-def test_mixed_logq_uses_the_expected_count_in_the_pool():
+def test_mixed_logq_uses_the_expected_count_in_the_pool(drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1], [0, 1])
     neg = MixedNegatives(num_uniform=4, logq="counted")
     neg.bind(catalogue(8, counts=[4.0, 2.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]))  # total 8
     encode = Recorder()
     c = neg(q, d, batch, DOT, encode)
-    ids = torch.cat([batch["doc_id"], encode.ids[0]])
+    ids = torch.cat([batch["doc_id"], drawn_ids[0]])
     p = torch.tensor([4.0, 2, 1, 1, 1, 1, 1, 1])[ids] / 8  # unseen items count once
     expected_count = 2 * p + 4 / 8  # G p_j + K / N
     raw = DOT(q, one_hot(ids))
@@ -150,7 +176,7 @@ def test_mixed_logq_uses_the_expected_count_in_the_pool():
 
 
 @pytest.mark.parametrize("mask_history", [False, True])
-def test_uniform_draws_per_row_and_masks_the_positive(mask_history):
+def test_uniform_draws_per_row_and_masks_the_positive(mask_history, drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1, 2, 3], [0, 1, 2, 3])
     neg = UniformNegatives(num_negatives=6, mask_history=mask_history)
@@ -159,7 +185,7 @@ def test_uniform_draws_per_row_and_masks_the_positive(mask_history):
     c = neg(q, d, batch, DOT, encode)
     assert c.scores.shape == c.mask.shape == (4, 1 + 6)
     assert c.labels[:, 0].tolist() == [1, 1, 1, 1] and c.labels[:, 1:].sum() == 0
-    drawn = encode.ids[0].view(4, 6)  # each row's own draws
+    drawn = drawn_ids[0].view(4, 6)  # each row's own draws
     bad = drawn == batch["doc_id"][:, None]
     if mask_history:
         extra = {(u, i) for u, i in HISTORY}

@@ -194,5 +194,11 @@ def score_pool(
 
 
 def catalogue_vectors(catalogue: Catalogue, ids: Tensor, encode: Encoder, device) -> Tensor:
-    """``(len(ids), D)`` vectors of catalogue documents ``ids`` (``(K,)``, on the CPU)."""
-    return encode(move_data_to_device(catalogue.docs.batch(ids), device))
+    """``(len(ids), D)`` vectors of catalogue documents ``ids`` (``(K,)``, on the CPU).
+
+    Each distinct document is encoded once: 1,024 rows x 64 uniform draws from 1,682 items
+    would otherwise gather and encode 65,536 feature rows per step.
+    """
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    vectors = encode(move_data_to_device(catalogue.docs.batch(unique), device))
+    return vectors[inverse.to(vectors.device)]
