@@ -206,13 +206,15 @@ def summarise(runs: list[Run], metrics: list[str]) -> list[Row]:
     return rows
 
 
-def loss_functions(runs: list[Run]) -> set[str]:
-    """The loss classes the runs trained with (from their resolved ``.hydra/config.yaml``)."""
+def loss_settings(runs: list[Run]) -> set[str]:
+    """The runs' distinct loss and negatives configs (from their ``.hydra/config.yaml``):
+    a loss value only compares between runs with the same loss over the same candidates."""
     found = set()
     for run in runs:
         config = run.path / ".hydra" / "config.yaml"
         if config.is_file():
-            found.add(str((yaml.safe_load(config.read_text()).get("loss") or {}).get("_target_")))
+            cfg = yaml.safe_load(config.read_text())
+            found.add(json.dumps([cfg.get("loss"), cfg.get("negatives")], sort_keys=True))
     return found
 
 
@@ -375,7 +377,7 @@ def write_report(
     if not any(r.finished for r in runs):
         raise ReportError(f"{run_dir}: no run has a metrics.json yet")
     metrics = metric_names(runs, metric)
-    if len(loss_functions(runs)) > 1:  # values of different losses do not compare
+    if len(loss_settings(runs)) > 1:  # values of different losses do not compare
         metrics = [m for m in metrics if m == metric or not m.endswith("/loss")]
     rows = sorted(summarise(runs, metrics), key=lambda row: grid_position(row, grid))
     keys = swept_keys(runs)
