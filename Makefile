@@ -11,6 +11,8 @@ SWEEP_ARGS ?= trainer.max_epochs=3
 .DEFAULT_GOAL := help
 GCIDE ?= data/gcide
 BENCH_ARGS ?=
+HOST ?= localhost
+PORT ?= 6006
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
 	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k \
@@ -54,9 +56,10 @@ sweep: setup ## the 12-run grid: 3 towers x 4 losses (SWEEP_ARGS=trainer.max_epo
 	$(PY) -m twotower.train -m tower=mlp,lstm,cnn \
 		loss=pointwise,pairwise_hinge,pairwise_logistic,listwise_softmax $(SWEEP_ARGS) $(ARGS)
 
-tensorboard: setup ## TensorBoard over the latest sweep or ablation (or LOGDIR=...)
+tensorboard: setup ## TensorBoard over the latest sweep or ablation (LOGDIR=..., HOST=0.0.0.0, PORT=6006)
 	latest=$$(ls -t multirun/*/multirun.yaml multirun/*/*/multirun.yaml 2>/dev/null | head -n 1); \
-	$(VENV)/bin/tensorboard --logdir $${LOGDIR:-$$(dirname $${latest:-outputs/.})}
+	$(VENV)/bin/tensorboard --logdir $${LOGDIR:-$$(dirname $${latest:-outputs/.})} \
+		--host $(HOST) --port $(PORT)
 
 /usr/share/dictd/gcide.index:
 	# Debian's GNU Collaborative International Dictionary of English

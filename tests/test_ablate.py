@@ -169,11 +169,11 @@ def test_a_real_ablation_groups_its_runs_for_tensorboard_and_reports_in_file_ord
 
     (sweep,) = (tmp_path / "multirun" / "tiny").iterdir()  # multirun/<ablation>/<time>
     runs = sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file())
-    assert runs == [f"+variant={v},seed={s}" for v in ("hinge", "shared") for s in (0, 1)]
-    params = session_hparams(sweep / "+variant=shared,seed=1")
+    assert runs == [f"+variant-{v}+seed-{s}" for v in ("hinge", "shared") for s in (0, 1)]
+    params = session_hparams(sweep / "+variant-shared+seed-1")
     assert params["variant"] == "shared" and params["seed"] == 1
     assert params["model.share_towers"] and params["loss"] == "listwise_softmax"
-    params = session_hparams(sweep / "+variant=hinge,seed=0")
+    params = session_hparams(sweep / "+variant-hinge+seed-0")
     assert not params["model.share_towers"] and params["loss"] == "pairwise_hinge"
 
     md = (out / "tiny.md").read_text()

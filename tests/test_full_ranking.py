@@ -79,9 +79,11 @@ def test_exclusion_equals_a_sorted_masked_score_matrix():
     scores, indices = exact_search(q, d, 20, exclude=(rows, cols), query_block=7, doc_block=32)
     full = q @ d.T
     full[rows, cols] = float("-inf")
-    want_s, want_i = torch.sort(full, dim=1, descending=True, stable=True)
-    assert torch.equal(indices, want_i[:, :20])
-    assert torch.allclose(scores, want_s[:, :20])
+    want_s, _ = torch.sort(full, dim=1, descending=True, stable=True)
+    # Blocked and whole matmuls round differently: compare the documents' true scores, so
+    # that two near-tied documents may swap but an excluded or wrong one fails.
+    torch.testing.assert_close(full.gather(1, indices), want_s[:, :20], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores, want_s[:, :20], atol=1e-5, rtol=0)
 
 
 def test_bad_exclusions_are_reported():

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.configs import FEATURE_TOWERS, LOSSES
 from tests.recdata import benchmark_parts, write_atomic
 from twotower.errors import ConfigError
 from twotower.retrieval.runfile import read_run
@@ -18,9 +19,9 @@ from twotower.train import build, build_module, train
 TOWERS = {
     "": ["tower=features", "tower.hidden_sizes=[16]", "tower.output_dim=8", "tower.id_dim=8"],
     "tower=id": ["tower.id_dim=8", "tower.output_dim=8"],
+    "tower=features": ["tower.hidden_sizes=[16]", "tower.output_dim=8", "tower.id_dim=8"],
     "tower=mlp": [],
 }
-LOSSES = ("pointwise", "pairwise_hinge", "pairwise_logistic", "listwise_softmax")
 
 
 @pytest.fixture
@@ -45,9 +46,11 @@ def rec_cfg(make_cfg, directory, *overrides):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_every_loss_trains_feature_towers(make_cfg, toy, tmp_path, loss):
+@pytest.mark.parametrize("tower", FEATURE_TOWERS)
+def test_every_loss_trains_feature_towers(make_cfg, toy, tmp_path, tower, loss):
     logq = "null" if loss == "pointwise" else "counted"  # a softmax correction (see below)
-    overrides = [f"loss={loss}", f"negatives.logq={logq}", "negatives.mask_history=true"]
+    overrides = [f"tower={tower}", f"loss={loss}", f"negatives.logq={logq}"]
+    overrides.append("negatives.mask_history=true")
     result = train(rec_cfg(make_cfg, toy[0], *overrides))
     assert result["global_step"] == 3
     for stage in ("val", "test"):
@@ -177,12 +180,12 @@ def test_popularity_baseline_ranks_by_training_counts(toy, tmp_path):
 
 
 def test_long_override_lists_get_a_short_distinct_run_name():
-    from twotower.train import MAX_RUN_NAME, run_name
+    from twotower.runs import MAX_RUN_NAME, run_name
 
     long = ",".join(f"tower.key{i}=value{i}" for i in range(40))
     name = run_name(long)
     assert len(name) <= MAX_RUN_NAME and name != run_name(long + ",x=1")
-    assert run_name("") == "defaults" and run_name("loss=pointwise") == "loss=pointwise"
+    assert run_name("") == "defaults" and run_name("loss=pointwise") == "loss-pointwise"
 
 
 def test_export_refuses_a_recommendation_checkpoint_clearly(make_cfg, toy, tmp_path):

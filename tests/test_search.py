@@ -47,7 +47,9 @@ def test_exact_search_equals_brute_force(num_queries, num_docs, k, query_block, 
     assert scores.shape == indices.shape == (num_queries, min(k, num_docs))
     assert indices.dtype == torch.long
     torch.testing.assert_close(scores, want_s, atol=1e-5, rtol=0)
-    assert torch.equal(indices, want_i)
+    # the returned documents' own scores: blocked matmuls may swap two near-tied documents
+    torch.testing.assert_close((q @ d.T).gather(1, indices), want_s, atol=1e-5, rtol=0)
+    assert (indices == want_i).float().mean() > 0.99
 
 
 def test_ties_rank_the_lower_document_index_first():
@@ -106,8 +108,6 @@ def make(kind: str):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_index_finds_the_exact_top_k(kind):
-    if kind != "exact":
-        pytest.importorskip("faiss")
     queries, docs = well_separated()
     want_s, want_i = exact_search(queries, docs, 10)
     index = make(kind).build(docs)
@@ -123,8 +123,6 @@ def test_every_index_finds_the_exact_top_k(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_and_load_round_trip(kind, tmp_path):
-    if kind != "exact":
-        pytest.importorskip("faiss")
     queries, docs = well_separated()
     index = make(kind).build(docs)
     index.save(tmp_path / "index")
@@ -136,7 +134,6 @@ def test_save_and_load_round_trip(kind, tmp_path):
 
 
 def test_ivf_lowers_nlist_for_a_small_corpus(caplog):
-    pytest.importorskip("faiss")
     with caplog.at_level(logging.INFO, logger="twotower.retrieval.index"):
         index = IVFIndex(nlist=1024, nprobe=2000).build(vectors(100, 8, 6))
     assert index.index.nlist == 2 and index.index.nprobe == 2
@@ -159,7 +156,6 @@ def test_index_errors(tmp_path):
 
 
 def test_an_ann_search_that_finds_fewer_than_k_pads_with_minus_one_and_minus_inf():
-    pytest.importorskip("faiss")
     # Two far-apart clusters, two IVF lists: probing one list finds only its 40 documents.
     offset = torch.zeros(8)
     offset[0] = 10.0
@@ -188,7 +184,6 @@ def test_yaml_instantiates(kind):
 
 
 def test_speed_benchmark_measures_both_methods_in_process():
-    pytest.importorskip("faiss")
     from twotower.bench import search_speed
 
     args = search_speed.parse_args(["--out", "unused", "--docs", "300", "--queries", "40"])

@@ -46,3 +46,25 @@ def test_learnable_gamma_stays_positive_and_learns():
 def test_invalid_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=f"^{key}="):
         Similarity(**kwargs)
+
+
+def test_clamp_keeps_a_learnable_gamma_at_the_bound_and_free_to_come_down():
+    sim = Similarity(scale=9.0, learnable=True, max_scale=10.0)
+    opt = torch.optim.SGD(sim.parameters(), lr=1.0)
+    sim.log_scale.grad = torch.tensor(-1.0)  # pushes gamma up past the bound
+    opt.step()
+    assert sim.scale.item() > 10.0
+    sim.clamp_()
+    assert math.isclose(sim.scale.item(), 10.0, rel_tol=1e-6)
+    q, d = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    opt.zero_grad()
+    (-sim(q, d)[0, 0]).backward()  # at the bound the gradient still flows
+    assert sim.log_scale.grad.item() != 0.0
+    opt.zero_grad()
+    sim(q, d)[0, 0].backward()  # the opposite gradient: gamma comes down
+    opt.step()
+    sim.clamp_()
+    assert sim.scale.item() < 10.0
+    fixed = Similarity(scale=5.0, max_scale=5.0)
+    fixed.clamp_()  # a fixed gamma: nothing to do
+    assert math.isclose(fixed.scale.item(), 5.0, rel_tol=1e-6)

@@ -5,14 +5,12 @@ import json
 import pytest
 import torch
 
+from tests.configs import LOSSES, TEXT_TOWERS
 from twotower.train import train
-
-TOWERS = ["mlp", "lstm", "cnn"]
-LOSSES = ["pointwise", "pairwise_hinge", "pairwise_logistic", "listwise_softmax"]
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("tower", TOWERS)
+@pytest.mark.parametrize("tower", TEXT_TOWERS)
 def test_every_tower_and_loss_trains(make_cfg, tmp_path, tower, loss):
     result = train(make_cfg(f"tower={tower}", f"loss={loss}", "~logger"))
     m = result["metrics"]

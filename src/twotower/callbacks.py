@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import time
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
+
+from twotower.errors import TrainingDiverged, check, check_positive
+from twotower.runs import LAST
 
 
 class ThreadsPerProcess(pl.Callback):
@@ -24,13 +33,28 @@ class ThreadsPerProcess(pl.Callback):
 
 
 class FitStats(pl.Callback):
-    """Training wall time, the part of it spent validating, and samples seen (all processes)."""
+    """Training wall time, the part of it spent validating, samples seen (all processes) and
+    the untrained model's metrics; kept in checkpoints, so a resumed run reports its whole."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.seconds = 0.0
         self.val_seconds = 0.0
-        self._start = self._val_start = 0.0
+        self.untrained: dict[str, float] = {}
+        self._start = self._val_start = self._before = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self._start if self._start else 0.0
+        return {
+            "samples": self.samples,
+            "seconds": self._before + elapsed,
+            "val_seconds": self.val_seconds,
+            "untrained": dict(self.untrained),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.samples, self.val_seconds = state["samples"], state["val_seconds"]
+        self._before, self.untrained = state["seconds"], dict(state["untrained"])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -46,4 +70,139 @@ class FitStats(pl.Callback):
             self.val_seconds += time.perf_counter() - self._val_start
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self._start
+        self.seconds = self._before + time.perf_counter() - self._start
+
+
+class RandomState(pl.Callback):
+    """Keep the torch, NumPy and Python RNG states in checkpoints and restore them on resume.
+
+    Lightning saves none of them: a resumed run would shuffle, drop out and draw negatives
+    from the seed's stream again, not from where the interrupted run stopped.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(_tuples(state["python"]))
+
+
+def _tuples(x: Any) -> Any:
+    """Python's RNG state as tuples again (a checkpoint may give lists)."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop at the first non-finite loss or gradient; warn once about an exploding loss.
+
+    A NaN step would otherwise train on (``train/loss: nan``) and fail later, deep in the
+    ranking. The stop names the step, the value and the last good checkpoint.
+
+    Args:
+        warn_factor: warn when the training loss, averaged over recent steps (a moving
+            average over about 10), exceeds this multiple of its first value.
+    """
+
+    SETTLE = 10  # steps before the average is trusted: single early steps may spike
+
+    def __init__(self, warn_factor: float = 3.0):
+        check_positive("warn_factor", warn_factor)
+        check(warn_factor > 1, "warn_factor", warn_factor, "must be > 1")
+        self.warn_factor = warn_factor
+        self.first: float | None = None
+        self.average = 0.0
+        self.steps = 0
+        self.warned = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("first", "average", "steps", "warned")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise self._diverged(trainer, "train/loss", value)
+        if self.first is None:
+            self.first = self.average = value
+        self.steps += 1
+        self.average += 0.1 * (value - self.average)
+        limit = self.warn_factor * abs(self.first) + 1e-3
+        if not self.warned and self.steps >= self.SETTLE and self.average > limit:
+            self.warned = True
+            rank_zero_warn(
+                f"train/loss averages {self.average:.4g} at step {trainer.global_step}, over "
+                f"{self.warn_factor:g}x its first value ({self.first:.4g}): training may be "
+                "diverging (lower optimizer.lr, or clip with trainer.gradient_clip_val)"
+            )
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = float(torch.linalg.vector_norm(torch.stack([g.detach().norm() for g in grads])))
+        if not math.isfinite(norm):
+            raise self._diverged(trainer, "gradient norm", norm)
+
+    @staticmethod
+    def _diverged(trainer: pl.Trainer, what: str, value: float) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"step {trainer.global_step}: {what}={value}; last good checkpoint: "
+            f"{last_good_checkpoint(trainer)} (lower optimizer.lr, or clip with "
+            "trainer.gradient_clip_val)"
+        )
+
+
+class LastCheckpoint(pl.Callback):
+    """Write ``checkpoints/last.ckpt`` at the end of every training epoch (and optionally
+    every ``every_n_steps`` steps), whatever the monitored metric did.
+
+    Lightning's ``save_last`` writes it only in epochs that also save a top-k checkpoint,
+    so a crash lost every epoch after the best one. The epoch-end file, written after that
+    epoch's validation, is the exact resume point; a mid-epoch one bounds the work a crash
+    loses on long epochs (Lightning restarts the interrupted epoch).
+
+    Args:
+        dirpath: the checkpoint directory.
+        every_n_steps: training steps between extra writes (null: at epoch ends only).
+    """
+
+    def __init__(self, dirpath: str, every_n_steps: int | None = None):
+        if every_n_steps is not None:
+            ok = isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool)
+            check(ok and every_n_steps > 0, "every_n_steps", every_n_steps, "must be > 0 or null")
+        self.path, self.every_n_steps = Path(dirpath) / LAST, every_n_steps
+        self.saved = False
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path)  # atomic: AtomicCheckpointIO (conf/trainer)
+        self.saved = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the epoch's validation, and before the monitoring callbacks' epoch end
+        # (ModelCheckpoint and EarlyStopping update their state in validation's end).
+        self._save(trainer)
+
+
+def last_good_checkpoint(trainer: pl.Trainer) -> str:
+    """The newest checkpoint written in this run, for messages."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, LastCheckpoint) and callback.saved:
+            return str(callback.path)
+    ckpt = trainer.checkpoint_callback
+    return (ckpt.best_model_path if ckpt else "") or "none yet"

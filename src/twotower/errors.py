@@ -56,9 +56,14 @@ class DataError(ValueError):
         super().__init__(f"{where}: {what}{problem}")
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or vector: training stops at once (exit code 3)."""
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Config and data mistakes end a command with one line and exit code 2, no traceback."""
+    """Config and data mistakes end a command with one line and exit code 2, a diverged run
+    with one line and exit code 3; no traceback."""
     try:
         yield
     except ConfigError as e:
@@ -67,3 +72,6 @@ def user_errors() -> Iterator[None]:
     except DataError as e:
         print(f"twotower: data error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingDiverged as e:
+        print(f"twotower: training diverged: {e}", file=sys.stderr)
+        raise SystemExit(3) from None

@@ -11,8 +11,10 @@ from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from twotower.callbacks import last_good_checkpoint
 from twotower.data.features import FeatureStore
 from twotower.data.tokens import TokenStore
+from twotower.errors import TrainingDiverged
 from twotower.metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
 from twotower.negatives import Candidates, score_in_batch
 from twotower.retrieval.evaluation import Ranking, evaluate
@@ -129,12 +131,22 @@ class TwoTowerModule(pl.LightningModule):
         if batch_idx % self.trainer.log_every_n_steps:
             return loss
         kw = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
+        candidates = cands.mask.sum(1)  # (B,)
+        if self.global_step == 0 and "label" not in batch and int(candidates.max()) <= 1:
+            rank_zero_warn(
+                "every query of the first training batch has one candidate, its positive: "
+                "the loss is constant and nothing is learned (one document per batch? "
+                "check data.batch_size and the negatives)"
+            )
         weight = rankable(cands)
         if weight.sum() > 0:  # labelled rows (one candidate each) have nothing to rank
             accuracy = (top1_accuracy(cands) * weight).sum() / weight.sum()
             self.log("train/accuracy", accuracy, **kw)
-        self.log("train/candidates", cands.mask.sum(1).float().mean(), **kw)
+        self.log("train/candidates", candidates.float().mean(), **kw)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.similarity.clamp_()  # a learnable gamma back inside its bounds, as CLIP does
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         """Rows: loss and in-batch metrics; query or document batches: encode for the ranking."""
@@ -184,6 +196,13 @@ class TwoTowerModule(pl.LightningModule):
         split = datamodule.eval_splits[stage]
         queries, q_present = self._gather("query", len(split.query_ids))
         docs, d_present = self._gather("doc", len(datamodule.doc_ids))
+        for side, vectors in (("query", queries), ("document", docs)):
+            if not torch.isfinite(vectors).all():
+                raise TrainingDiverged(
+                    f"{stage}: the {side} tower gives non-finite vectors at step "
+                    f"{self.global_step}; last good checkpoint: "
+                    f"{last_good_checkpoint(self.trainer)}"
+                )
         if not (q_present.all() and d_present.all()):
             rank_zero_warn(
                 f"{stage}: ranked {int(d_present.sum())}/{len(d_present)} documents for "

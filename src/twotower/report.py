@@ -1,7 +1,7 @@
 """Summarise a sweep: a Markdown table of mean ± std over seeds per setting, with plots.
 
 python -m twotower.report multirun/2024-05-01_12-00-00 --name loss_ablation
-python -m twotower.report RUN_DIR --metric test/mrr@10 --expect 3 --out experiments/reports
+python -m twotower.report RUN_DIR --metric test/mrr@10 --expect 3   # -> outputs/reports/
 
 A run is any directory under RUN_DIR with ``.hydra/overrides.yaml``; it is finished when it
 also has ``metrics.json``. Runs that differ only in ``seed`` (and in keys that do not change
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("run_dir", type=Path, help="a run or a sweep directory (multirun/...)")
     parser.add_argument("--name", help="report name (default: RUN_DIR's last component)")
     parser.add_argument("--metric", default="test/ndcg@10", help="primary metric")
-    parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/reports"))
     parser.add_argument("--expect", type=int, help="expected finished runs (seeds) per setting")
     parser.add_argument("--allow-missing", action="store_true", help="report despite gaps")
     args = parser.parse_args(argv)

@@ -15,8 +15,10 @@ class Similarity(nn.Module):
     """``gamma * sim(q, d)`` with ``sim`` cosine (default) or dot product.
 
     gamma is the DSSM smoothing factor (the inverse softmax temperature; the seeds use 20).
-    A learnable gamma is stored as its logarithm so it stays positive, and is clamped to
-    ``max_scale`` as in CLIP so that it cannot run away.
+    A learnable gamma is stored as its logarithm so it stays positive; :meth:`clamp_`, called
+    after each optimizer step, puts it back to at most ``max_scale`` as in CLIP. Clamping the
+    parameter rather than the forward value keeps its gradient at the bound, so it can come
+    back down.
 
     Args:
         kind: ``cosine`` or ``dot``.
@@ -55,7 +57,13 @@ class Similarity(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        return self.log_scale.exp().clamp(max=self.max_scale)
+        return self.log_scale.exp()
+
+    def clamp_(self) -> None:
+        """Clamp a learnable gamma in place to at most ``max_scale`` (no-op when fixed)."""
+        if isinstance(self.log_scale, nn.Parameter):
+            with torch.no_grad():
+                self.log_scale.clamp_(max=math.log(self.max_scale))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """The vectors whose dot product is the (unscaled) similarity."""

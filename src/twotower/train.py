@@ -7,10 +7,10 @@ python -m twotower.train -m tower=mlp,lstm,cnn loss=pointwise,listwise_softmax
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,35 +18,25 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from twotower.callbacks import FitStats
+from twotower.config_check import check_config, check_overrides
 from twotower.data.features import Feature
 from twotower.data.tokenizers import tokenizer_from_state
 from twotower.errors import ConfigError, DataError, user_errors
 from twotower.module import TwoTowerModule
 from twotower.provenance import provenance
 from twotower.retrieval.runfile import write_run
+from twotower.runs import keep_previous, resume_target
 from twotower.summary import flat_hparams, print_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-MAX_RUN_NAME = 160  # file systems refuse names over 255 bytes; the date prefix needs room
-
-
-def run_name(overrides: str) -> str:
-    """A run directory's name from its overrides: ``defaults`` without any; a long list is
-    cut and ends with a hash of the whole, so distinct runs keep distinct directories."""
-    if not overrides:
-        return "defaults"
-    if len(overrides.encode()) <= MAX_RUN_NAME:
-        return overrides
-    digest = hashlib.sha256(overrides.encode()).hexdigest()[:10]
-    return overrides.encode()[: MAX_RUN_NAME - 12].decode(errors="ignore") + f"..{digest}"
-
-
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -208,13 +198,14 @@ def peak_memory_mib() -> float:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; returns what ``metrics.json`` holds."""
     started = time.perf_counter()
+    check_config(cfg)  # missing, unknown and mistyped keys: one line, before any work
+    resume = resume_target(cfg.get("ckpt_path"))
+    ckpt_path = str(resume.ckpt) if resume else cfg.get("ckpt_path")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError("ckpt_path", cfg.ckpt_path, "no such file")
     out_dir = Path(cfg.paths.output_dir)
 
-    if cfg.get("ckpt_path"):  # resume with the vocabulary the checkpoint's embeddings index
-        ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    if ckpt_path:  # continue with the vocabulary the checkpoint's embeddings index
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         tokenizer = tokenizer_from_state(ckpt["hyper_parameters"]["tokenizer_state"])
     else:
         tokenizer = build(cfg.tokenizer, "tokenizer")
@@ -222,25 +213,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
+    warn_about_data(datamodule)
+    run_test = cfg.run_test and "test" in datamodule.eval_splits
+    if cfg.run_test and not run_test:
+        rank_zero_info("twotower: the data have no test split: the test stage is skipped")
 
     stats = FitStats()
     callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    if cfg.get("stopping_step") is not None:
+        callbacks.append(early_stopping(cfg))
     logger = build(cfg.logger, "logger") if cfg.get("logger") else False
     trainer: pl.Trainer = build(
         cfg.trainer, "trainer", callbacks=[*callbacks, stats], logger=logger
     )
 
-    metrics: dict[str, float] = {}
-    if cfg.eval_before_training and not trainer.fast_dev_run:
+    # A resumed run keeps the untrained metrics of its start (FitStats is in checkpoints).
+    if not ckpt_path and cfg.eval_before_training and not trainer.fast_dev_run:
         untrained = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-        metrics.update({f"untrained/{k}": v for k, v in untrained.items()})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        stats.untrained = {f"untrained/{k}": v for k, v in untrained.items()}
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics: dict[str, float] = dict(stats.untrained)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None  # fast_dev_run saves no checkpoint: evaluate the weights in memory
     metrics.update(
         trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     )
-    if cfg.run_test:
+    if run_test:
         metrics.update(
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         )
@@ -258,27 +256,77 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_checkpoint": best,
+        "resumed_from": ckpt_path,
         "seed": cfg.seed,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "provenance": provenance(),  # git commit, package versions: what reproduces the run
     }
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", *(f"run.{stage}.trec" for stage in module.rankings)):
+            keep_previous(out_dir / name)  # a resumed, finished run keeps its first results
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        write_runs(module, datamodule, out_dir, tag=cfg.get("run_tag") or "twotower")
+        write_runs(module, datamodule, out_dir, tag=cfg.run_tag)
         if logger:
             log_final(logger, flat_hparams(cfg), result["metrics"], trainer.global_step)
         print_metrics(result, out_dir / "metrics.json")
     return result
 
 
+def warn_about_data(datamodule: pl.LightningDataModule) -> None:
+    """Data that train or validate but cannot say much: warn before the run starts."""
+    n_val = len(datamodule.eval_splits["val"].query_ids)
+    if n_val < 2:
+        rank_zero_warn(
+            f"the validation split has {n_val} judged query: the best checkpoint and early "
+            "stopping are chosen on it alone"
+        )
+
+
+def early_stopping(cfg: DictConfig) -> pl.Callback:
+    """Stop after ``stopping_step`` validations without improvement (RecBole's name)."""
+    steps = cfg.stopping_step
+    ok = isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
+    if not ok:
+        raise ConfigError("stopping_step", steps, "must be an integer >= 1, or null")
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    return EarlyStopping(
+        monitor=cfg.optimized_metric, mode=checkpoint.get("mode", "max"), patience=steps
+    )
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """A resume's config: the run's own overrides, then this command's (``trainer.max_epochs``
+    extends a run); so ``ckpt_path=last`` alone continues the newest run as it was."""
+    resume = resume_target(cfg.get("ckpt_path"))
+    if resume is None:
+        return cfg
+    saved = OmegaConf.load(resume.run_dir / ".hydra" / "overrides.yaml")
+    merged: dict[str, str] = {}
+    for override in [*saved, *HydraConfig.get().overrides.task]:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key != "ckpt_path":
+            merged[key] = override
+    merged["ckpt_path"] = f"ckpt_path='{resume.ckpt}'"
+    return hydra.compose(config_name="train", overrides=list(merged.values()))
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():  # one line naming the key or the file, not a torch stack trace
-        result = train(cfg)
+        result = train(resumed_config(cfg))
     metric = cfg.get("optimized_metric")
     return result["metrics"].get(metric) if metric else None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m twotower.train``: an unknown key names the valid ones, then Hydra runs."""
+    args = sys.argv[1:]
+    if not any(a.startswith("-") for a in args):  # -m, --cfg, --help: Hydra's own
+        with user_errors():
+            check_overrides(args, str(CONF_DIR), "train")
     main()
+
+
+if __name__ == "__main__":
+    cli()

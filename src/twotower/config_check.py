@@ -1,0 +1,201 @@
+"""Config mistakes found before any work: missing, unknown and wrongly typed keys.
+
+Every node with a ``_target_`` is checked against its target's signature, so
+``optimizer.lr=fast`` or ``+tower.hidden_size=10`` ends in one line naming the key (and the
+valid ones), not in a stack trace from inside torch after the data are read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from twotower.errors import ConfigError
+
+_SKIP = object()  # a value that cannot be resolved here (it is checked where it is used)
+_PLAIN = {int, float, bool, str, type(None), torch.Tensor}
+
+
+def check_config(cfg: DictConfig, skip: tuple[str, ...] = ("hydra",)) -> None:
+    """Raise :class:`ConfigError` for the first missing (``???``), unknown or mistyped key."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith(skip))
+    if missing:
+        raise ConfigError(missing[0], "???", "is mandatory: set it on the command line")
+    for key, node in target_nodes(cfg, "", skip):
+        check_node(node, key)
+
+
+def target_nodes(node: Any, key: str, skip: tuple[str, ...]) -> Iterator[tuple[str, DictConfig]]:
+    """Every config node with a ``_target_``, with its dotted key."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield key, node
+        for k in node:
+            sub = f"{key}.{k}" if key else str(k)
+            if not sub.startswith(skip):
+                child = node._get_node(k)
+                if isinstance(child, DictConfig | ListConfig):
+                    yield from target_nodes(child, sub, skip)
+    elif isinstance(node, ListConfig):
+        for i, child in enumerate(node._iter_ex(resolve=False)):
+            yield from target_nodes(child, f"{key}[{i}]", skip)
+
+
+def check_node(node: DictConfig, key: str) -> None:
+    """Check the keys and value types of one ``_target_`` node against its signature."""
+    target = node._target_
+    try:
+        obj = hydra.utils.get_object(target)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's _target_
+        raise ConfigError(f"{key}._target_", target, f"cannot be imported ({e})") from None
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return  # a builtin without a signature
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    module = sys.modules.get(getattr(obj, "__module__", ""), None)
+    for k in node:
+        k = str(k)
+        if k.startswith("_"):
+            continue
+        if k not in params:
+            if takes_any:
+                continue
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"{key}.{k}",
+                _value(node, k),
+                f"is not an option of {target}{hint}; valid: {', '.join(names)}",
+            )
+        value = _value(node, k)
+        hint = _annotation(params[k].annotation, module)
+        if value is _SKIP or hint is None or not _checkable(hint):
+            continue
+        if not _matches(value, hint):
+            raise ConfigError(f"{key}.{k}", value, f"must be {_describe(hint)}")
+
+
+def _value(node: DictConfig, key: str) -> Any:
+    try:
+        return node[key]
+    except OmegaConfBaseException:  # an interpolation that resolves only where it is used
+        return _SKIP
+
+
+def _annotation(annotation: Any, module: types.ModuleType | None) -> Any:
+    """The parameter's type, evaluated if it is a string; ``None`` if unknown."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        try:
+            return eval(annotation, vars(module) if module else {})  # noqa: S307 - our own code
+        except Exception:  # noqa: BLE001 - names imported only for type checkers
+            return None
+    return annotation
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return tuple(m for a in typing.get_args(hint) for m in _members(a))
+    return (hint,)
+
+
+def _checkable(hint: Any) -> bool:
+    """Only plain types are checked: a class the config may build is left to Hydra."""
+    for m in _members(hint):
+        origin = typing.get_origin(m)
+        if origin is typing.Literal or m in _PLAIN:
+            continue
+        if origin in (list, tuple, dict) or m in (list, tuple, dict):
+            continue
+        return False
+    return True
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    for m in _members(hint):
+        origin = typing.get_origin(m)
+        if origin is typing.Literal and value in typing.get_args(m):
+            return True
+        if m is type(None) and value is None:
+            return True
+        if m in (list, tuple) or origin in (list, tuple):
+            if isinstance(value, ListConfig | list | tuple):
+                return True
+        if (m is dict or origin is dict) and isinstance(value, DictConfig | dict):
+            return True
+        if isinstance(value, DictConfig) and "_target_" in value:
+            return True  # built by Hydra into whatever the parameter takes
+        if isinstance(value, bool):
+            if m is bool:
+                return True
+            continue
+        if m in (float, torch.Tensor) and isinstance(value, int | float):
+            return True
+        if m is int and isinstance(value, int):
+            return True
+        if m is str and isinstance(value, str):
+            return True
+    return False
+
+
+def _describe(hint: Any) -> str:
+    parts = []
+    for m in _members(hint):
+        if typing.get_origin(m) is typing.Literal:
+            parts.append("one of " + ", ".join(map(repr, typing.get_args(m))))
+        elif m is type(None):
+            parts.append("null")
+        elif m is torch.Tensor:
+            continue
+        else:
+            parts.append(getattr(typing.get_origin(m) or m, "__name__", str(m)))
+    text = " or ".join(dict.fromkeys(parts))
+    return ("an " if text[:1] in "aeiou" else "a ") + text
+
+
+def check_overrides(overrides: list[str], config_dir: str, config_name: str) -> None:
+    """Compose the command line's overrides; an unknown key names the valid ones.
+
+    Hydra's own message says only that the key "is not in struct".
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        try:
+            compose(config_name=config_name, overrides=overrides)
+        except ConfigCompositionException as e:
+            cause = e.__cause__
+            key = getattr(cause, "full_key", None)
+            if not key or "not in struct" not in str(cause):
+                return  # Hydra reports it
+            rest = [o for o in overrides if o.split("=", 1)[0] != key]
+            try:
+                base = compose(config_name=config_name, overrides=rest)
+            except Exception:  # noqa: BLE001 - another problem: Hydra reports it
+                return
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            valid = [str(k) for k in node] if isinstance(node, DictConfig) else []
+            close = difflib.get_close_matches(leaf, valid, n=1)
+            hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+            value = next((o.split("=", 1)[1] for o in overrides if o.startswith(key + "=")), "")
+            raise ConfigError(
+                key,
+                value,
+                f"no such key{hint}; valid: {', '.join(valid)} (+{key}=... adds a new one)",
+            ) from None
