@@ -98,7 +98,7 @@ def test_export_reload_and_search_match_evaluation(trained, tmp_path):
     dm.setup("test")
     assert tokenizer.state_dict() == dm.tokenizer.state_dict()  # fitted: not fitted again
     # Exported document vectors equal what the module computes.
-    exported = torch.load(out / "doc_embeddings.pt", weights_only=True)
+    exported = torch.load(out / "doc_embeddings.pt", weights_only=True)["embeddings"]
     torch.testing.assert_close(exported, module.embed(dm.corpus, "doc"), rtol=0, atol=1e-6)
     # The retriever's top-10 for the test queries equals the evaluation run file's.
     retriever = TwoTowerRetriever.load(out)

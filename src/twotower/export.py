@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from twotower import __version__
 from twotower.checkpoint import load_module
 from twotower.errors import ConfigError, user_errors
-from twotower.retriever import module_spec
+from twotower.retriever import TOWERS, fingerprint, module_spec
 from twotower.train import CONF_DIR, build, doc_tower_config
 
 
@@ -69,8 +69,12 @@ def export(cfg: DictConfig) -> Path:
             module.similarity, train_cfg.similarity._target_, _kwargs(train_cfg.similarity)
         ),
     }
+    tokenizer_state = tokenizer.state_dict()
+    fp = fingerprint({name: model[name]["state_dict"] for name in TOWERS}, tokenizer_state)
+    index.fingerprint = fp
     manifest = {
         "twotower_version": __version__,
+        "fingerprint": fp,
         "checkpoint": str(Path(cfg.ckpt).resolve()),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "documents": len(datamodule.doc_ids),
@@ -88,8 +92,8 @@ def export(cfg: DictConfig) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         torch.save(model, tmp / "model.pt")
-        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.state_dict()) + "\n")
-        torch.save(docs, tmp / "doc_embeddings.pt")
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer_state) + "\n")
+        torch.save({"embeddings": docs, "fingerprint": fp}, tmp / "doc_embeddings.pt")
         with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
             for doc_id, text in zip(datamodule.doc_ids, datamodule.doc_texts, strict=True):
                 f.write(json.dumps({"_id": doc_id, "text": text}, ensure_ascii=False) + "\n")

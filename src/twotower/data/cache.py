@@ -3,22 +3,25 @@
 The key hashes the *contents* of every input file (not names or times, so an edited file is
 re-read even if its timestamp lies) with every setting that changes the result. Values are
 plain data (tensors, lists, dicts, str), saved with ``torch.save`` and loaded with
-``weights_only=True``.
+``weights_only=True``; they are written atomically, one process per key at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from twotower.checkpoint_io import atomic_torch_save
 
 log = logging.getLogger("twotower.data")
 VERSION = 1  # bump when the cached layout changes
@@ -40,6 +43,56 @@ def cache_key(files: Iterable[str | Path], settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path``; the file is removed when released.
+
+    A waiter may wake holding a lock on a file its holder already removed (and a newcomer may
+    have locked a new one): it then locks again, so one process at a time holds the live file.
+    The kernel releases the lock of a process that dies.
+    """
+    while True:
+        f = open(lock_path, "a")  # closed below, after the unlink
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # before the unlock: no one can lock a dead file
+        f.close()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file ``path`` is now (inode, size, mtime); ``None`` if there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    """The entry at ``path``, or ``None`` (with a warning) when it is missing or unusable."""
+    if not path.is_file():
+        return None
+    started = time.perf_counter()
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: rebuild it
+        log.warning("cache entry %s unreadable (%s): rebuilding it", path, e)
+        return None
+    if not isinstance(value, dict):
+        log.warning("cache entry %s holds a %s, not a dict: rebuilding it", path, type(value))
+        return None
+    log.info("prepared data from cache %s (%.1f s)", path, time.perf_counter() - started)
+    return value
+
+
 def cached(
     cache_dir: str | Path | None,
     name: str,
@@ -49,32 +102,26 @@ def cached(
 ) -> dict[str, Any]:
     """``build()``'s result, from ``cache_dir`` when the same files and settings were seen.
 
-    ``cache_dir=None`` disables the cache. A corrupt or unreadable entry is rebuilt.
+    ``cache_dir=None`` disables the cache. A corrupt or unreadable entry is rebuilt, with a
+    warning. Builders of one key in several processes (two runs, DDP ranks) take turns on
+    ``<entry>.lock``: the first builds, the others wait and load its entry.
     """
     if cache_dir is None:
         return build()
     files = list(files)
     path = Path(cache_dir) / f"{name}-{cache_key(files, settings)[:24]}.pt"
-    if path.is_file():
-        started = time.perf_counter()
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a half-written or foreign file: rebuild it
-            log.warning("cache entry %s unreadable (%s): rebuilding it", path, e)
-        else:
-            log.info("prepared data from cache %s (%.1f s)", path, time.perf_counter() - started)
-            return value
-    started = time.perf_counter()
-    value = build()
-    log.info("prepared data in %.1f s; cached at %s", time.perf_counter() - started, path)
+    seen = _identity(path)
+    value = _load(path)  # entries are written atomically: no lock needed to read one
+    if value is not None:
+        return value
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a crash or a concurrent run never leaves a half-written entry.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _locked(path.with_suffix(".lock")):
+        if _identity(path) != seen:  # another process wrote the entry while we waited
+            value = _load(path)
+            if value is not None:
+                return value
+        started = time.perf_counter()
+        value = build()
+        log.info("prepared data in %.1f s; cached at %s", time.perf_counter() - started, path)
+        atomic_torch_save(value, path)
     return value

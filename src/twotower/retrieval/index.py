@@ -49,6 +49,8 @@ class Index(ABC):
 
     def __init__(self) -> None:
         self.num_docs, self.dim = 0, 0
+        # Set by the export to tie the index to its towers and tokenizer; None: not recorded.
+        self.fingerprint: str | None = None
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments, written to ``index.json``."""
@@ -71,7 +73,7 @@ class Index(ABC):
         return self._search(queries.detach().float().cpu().contiguous(), min(k, self.num_docs))
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``index.json`` (kind, class, parameters, size) and the index data."""
+        """Write ``index.json`` (kind, class, parameters, size, fingerprint) and the index data."""
         if self.num_docs == 0:
             raise RuntimeError(f"{self.kind} index is empty: nothing to save")
         directory = Path(directory)
@@ -83,6 +85,8 @@ class Index(ABC):
             "num_docs": self.num_docs,
             "dim": self.dim,
         }
+        if self.fingerprint is not None:
+            meta["fingerprint"] = self.fingerprint
         self._save(directory)
         (directory / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory
@@ -112,6 +116,7 @@ def load_index(directory: str | Path) -> Index:
         raise ValueError(f"{meta_path}: _target_ {meta['_target_']} is not an Index")
     index = cls(**meta["params"])
     index.num_docs, index.dim = meta["num_docs"], meta["dim"]
+    index.fingerprint = meta.get("fingerprint")
     index._load(directory)
     return index
 
