@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from twotower.data.base import Catalogue
 from twotower.errors import ConfigError
 from twotower.negatives import InBatchNegatives, PresampledNegatives, SampledNegatives
 from twotower.similarity import Similarity
@@ -17,6 +18,18 @@ def identity_batch(doc_ids, query_ids):
     d = torch.nn.functional.one_hot(doc_ids, 16).float()
     batch = {"doc_id": doc_ids, "query_id": query_ids}
     return d.clone(), d, batch  # each query vector equals its positive's vector
+
+
+def bound(neg, pairs):
+    """``neg`` bound to training positives ``pairs`` (query, doc) over 16 documents."""
+    query = torch.tensor([q for q, _ in pairs], dtype=torch.long)
+    doc = torch.tensor([d for _, d in pairs], dtype=torch.long)
+    neg.bind(Catalogue(None, torch.ones(16), query, doc))
+    return neg
+
+
+def batch_pairs(batch):
+    return list(zip(batch["query_id"].tolist(), batch["doc_id"].tolist(), strict=True))
 
 
 def test_seed_rotation_scores_the_positive_as_a_negative():
@@ -58,7 +71,7 @@ def test_sampled_never_draws_an_accidental_positive(num_negatives):
     torch.manual_seed(0)
     ids = [0, 1, 1, 2, 3, 3, 3, 4]
     q, d, batch = identity_batch(ids, list(range(8)))
-    sampler = SampledNegatives(num_negatives)
+    sampler = bound(SampledNegatives(num_negatives), batch_pairs(batch))
     for _ in range(200):
         c = sampler(q, d, batch, DOT, None)
         assert c.scores.shape == (8, 1 + num_negatives)
@@ -67,9 +80,24 @@ def test_sampled_never_draws_an_accidental_positive(num_negatives):
         assert torch.all(negatives == 0)  # never the positive's own document
 
 
+def test_sampled_never_draws_another_relevant_document_of_the_query():
+    # Query 0's training positives are documents 0 and 1; document 1 is row 1's positive,
+    # of another query, so neither the doc_id nor the query_id clash of the batch masks it.
+    torch.manual_seed(0)
+    batch = {"doc_id": torch.arange(4), "query_id": torch.arange(4)}
+    qs = torch.arange(1.0, 5.0).expand(4, 4)  # document j scores j + 1 for every query
+    ds = torch.eye(4)
+    pairs = [*batch_pairs(batch), (0, 1)]
+    sampler = bound(SampledNegatives(2), pairs)
+    for _ in range(50):
+        c = sampler(qs, ds, batch, DOT, None)
+        drawn = (c.scores[0, 1:] - 1).long()  # row 0's two negatives
+        assert c.mask[0].all() and sorted(drawn.tolist()) == [2, 3]
+
+
 def test_sampled_masks_filler_when_the_batch_is_too_small():
     q, d, batch = identity_batch([0, 0, 1], [0, 1, 2])
-    c = SampledNegatives(2)(q, d, batch, DOT, None)
+    c = bound(SampledNegatives(2), batch_pairs(batch))(q, d, batch, DOT, None)
     # rows 0 and 1 share their document: one eligible negative each, the second is filler
     assert c.mask[:, 1:].sum(1).tolist() == [1, 1, 2]
 
@@ -80,8 +108,9 @@ def test_sampled_draws_uniformly():
     qs = torch.eye(5)
     ds = torch.arange(1.0, 6.0)[:, None] * torch.ones(5, 5)  # doc j scores j + 1 for any query
     counts = torch.zeros(5, 5)
+    sampler = bound(SampledNegatives(1), batch_pairs(batch))
     for _ in range(2000):
-        c = SampledNegatives(1)(qs, ds, batch, DOT, None)
+        c = sampler(qs, ds, batch, DOT, None)
         drawn = (c.scores[:, 1] - 1).long()
         counts[torch.arange(5), drawn] += 1
     assert torch.all(counts.diagonal() == 0)
@@ -109,7 +138,7 @@ def encode(ids):
 
 def test_presampled_own_negatives_mask_the_positive():
     q, d, batch = presampled_batch()
-    c = PresampledNegatives()(q, d, batch, DOT, encode)
+    c = bound(PresampledNegatives(), batch_pairs(batch))(q, d, batch, DOT, encode)
     assert c.scores.shape == (3, 3)
     assert c.labels[:, 0].tolist() == [1, 1, 1] and c.labels[:, 1:].sum() == 0
     assert c.mask.tolist() == [[True, True, False], [True, True, True], [True, True, True]]
@@ -118,7 +147,8 @@ def test_presampled_own_negatives_mask_the_positive():
 
 def test_presampled_shared_across_batch():
     q, d, batch = presampled_batch()
-    c = PresampledNegatives(share_across_batch=True)(q, d, batch, DOT, encode)
+    neg = bound(PresampledNegatives(share_across_batch=True), batch_pairs(batch))
+    c = neg(q, d, batch, DOT, encode)
     assert c.scores.shape == (3, 3 + 6)
     assert torch.equal(c.labels[:, :3], torch.eye(3))
     # every valid non-positive candidate is another document
@@ -134,3 +164,62 @@ def test_presampled_labelled_rows():
     c = PresampledNegatives()(q, d, batch, DOT, encode)
     assert c.scores.shape == (2, 1)
     assert c.labels.flatten().tolist() == [1.0, 0.0] and c.mask.all()
+
+
+# Query 0's training positives are documents 0 and 4 (graded qrels: two relevant documents);
+# rows 0 and 3 are its two pairs, and document 4 is also presampled as rows 0 and 1's negative.
+RELEVANT = [(0, 0), (0, 4), (1, 1), (2, 2), (2, 3)]
+
+
+def relevant_batch():
+    q, d, batch = identity_batch([0, 1, 2, 4], [0, 1, 2, 0])
+    batch["neg_id"] = torch.tensor([[4, 1], [4, 3], [3, 5], [1, 6]])
+    batch["neg"] = batch["neg_id"]
+    return q, d, batch
+
+
+def expected_mask(batch, columns):
+    """Valid unless the column is a relevant document of the row's query (not the row's own
+    positive column, the first one of ``columns`` for own negatives, row i for shared ones)."""
+    relevant = set(RELEVANT)
+    out = []
+    for row, query in enumerate(batch["query_id"].tolist()):
+        cols = columns[row] if columns.dim() == 2 else columns
+        own = 0 if columns.dim() == 2 else row
+        out.append(
+            [
+                c == own or (query, int(doc)) not in relevant and int(doc) != batch["doc_id"][row]
+                for c, doc in enumerate(cols)
+            ]
+        )
+    return torch.tensor(out)
+
+
+def test_presampled_masks_the_querys_other_relevant_documents():
+    q, d, batch = relevant_batch()
+    c = bound(PresampledNegatives(), RELEVANT)(q, d, batch, DOT, encode)
+    columns = torch.cat([batch["doc_id"][:, None], batch["neg_id"]], 1)  # (4, 3)
+    assert c.mask.tolist() == [
+        [True, False, True],  # document 4 is relevant to query 0
+        [True, True, True],
+        [True, False, True],  # document 3 is relevant to query 2
+        [True, True, True],
+    ]
+    assert torch.equal(c.mask, expected_mask(batch, columns))
+
+
+def test_presampled_shared_masks_a_relevant_document_in_every_column():
+    # Document 4 is row 3's positive (column 3) and rows 0 and 1's negative (columns 4, 6):
+    # row 0, of the same query, must mask it in all three.
+    q, d, batch = relevant_batch()
+    c = bound(PresampledNegatives(share_across_batch=True), RELEVANT)(q, d, batch, DOT, encode)
+    columns = torch.cat([batch["doc_id"], batch["neg_id"].flatten()])  # (4 + 8,)
+    assert c.scores.shape == c.mask.shape == (4, 12)
+    assert not c.mask[0, [3, 4, 6]].any() and not c.mask[3, 0].any()
+    assert torch.equal(c.mask, expected_mask(batch, columns))
+
+
+def test_presampled_needs_the_training_positives():
+    q, d, batch = relevant_batch()
+    with pytest.raises(RuntimeError, match="call bind"):
+        PresampledNegatives()(q, d, batch, DOT, encode)

@@ -97,8 +97,8 @@ def test_bad_options_fail_when_built():
         MixedNegatives(num_uniform=0)
     with pytest.raises(ConfigError, match="alpha=0"):
         MixedNegatives(logq="streaming", alpha=0)
-    with pytest.raises(ConfigError, match="mask_history"):
-        UniformNegatives(mask_history="yes")
+    with pytest.raises(ConfigError, match="num_negatives=0"):
+        UniformNegatives(num_negatives=0)
 
 
 # -- mixed and uniform ------------------------------------------------------------------------
@@ -141,24 +141,33 @@ def test_catalogue_vectors_encode_each_distinct_item_once():
     assert torch.equal(vectors, one_hot(ids))
 
 
-@pytest.mark.parametrize("mask_history", [False, True])
-def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(mask_history, drawn_ids):
+def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1, 2, 3], [0, 1, 2, 3])
-    neg = MixedNegatives(num_uniform=32, mask_history=mask_history)
+    neg = MixedNegatives(num_uniform=32)
     neg.bind(catalogue(8, history=HISTORY))
     encode = Recorder()
     c = neg(q, d, batch, DOT, encode)
     assert c.scores.shape == c.mask.shape == (4, 4 + 32)
     assert torch.equal(c.labels[:, :4], torch.eye(4)) and c.labels[:, 4:].sum() == 0
-    drawn = drawn_ids[0]  # (32,) shared by every row
-    bad = drawn[None, :] == batch["doc_id"][:, None]  # (4, 32)
-    if mask_history:
-        extra = {(u, i) for u, i in HISTORY}
-        bad |= torch.tensor([[(u, int(i)) in extra for i in drawn] for u in range(4)])
+    drawn = drawn_ids[0]  # (32,) shared by every row: masked per row, not redrawn
+    extra = {(u, i) for u, i in HISTORY}  # the row's positive is in its user's history
+    bad = torch.tensor([[(u, int(i)) in extra for i in drawn] for u in range(4)])
     assert bad.any() and (~bad).any()
     assert torch.equal(c.mask[:, 4:], ~bad)
     assert torch.all(c.scores[:, 4:][c.mask[:, 4:]] == 0)  # no accidental positive left
+
+
+def test_mixed_masks_a_users_other_item_in_the_batch_columns_too():
+    # User 0 has items 0 and 1; item 1 is row 1's positive, of user 1.
+    q, d, batch = rows([0, 1, 2], [0, 1, 2])
+    neg = MixedNegatives(num_uniform=1)
+    neg.bind(catalogue(8, history=[(0, 0), (0, 1), (1, 1), (2, 2)]))
+    c = neg(q, d, batch, DOT, one_hot)
+    assert c.mask[:, :3].tolist() == [[True, False, True], [True, True, True], [True, True, True]]
+    unmasked = MixedNegatives(num_uniform=1, mask_duplicates=False)  # the ablation masks nothing
+    unmasked.bind(catalogue(8, history=[(0, 0), (0, 1), (1, 1), (2, 2)]))
+    assert unmasked(q, d, batch, DOT, one_hot).mask.all()
 
 
 def test_mixed_logq_uses_the_expected_count_in_the_pool(drawn_ids):
@@ -175,24 +184,49 @@ def test_mixed_logq_uses_the_expected_count_in_the_pool(drawn_ids):
     torch.testing.assert_close(c.scores, raw - expected_count.log())
 
 
-@pytest.mark.parametrize("mask_history", [False, True])
-def test_uniform_draws_per_row_and_masks_the_positive(mask_history, drawn_ids):
+def test_uniform_draws_per_row_and_never_the_positive_or_history(drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1, 2, 3], [0, 1, 2, 3])
-    neg = UniformNegatives(num_negatives=6, mask_history=mask_history)
+    neg = UniformNegatives(num_negatives=6)
     neg.bind(catalogue(8, history=HISTORY))
     encode = Recorder()
     c = neg(q, d, batch, DOT, encode)
     assert c.scores.shape == c.mask.shape == (4, 1 + 6)
     assert c.labels[:, 0].tolist() == [1, 1, 1, 1] and c.labels[:, 1:].sum() == 0
-    drawn = drawn_ids[0].view(4, 6)  # each row's own draws
-    bad = drawn == batch["doc_id"][:, None]
-    if mask_history:
-        extra = {(u, i) for u, i in HISTORY}
-        bad |= torch.tensor([[(u, int(i)) in extra for i in drawn[u]] for u in range(4)])
-    assert bad.any() and (~bad).any()
-    assert c.mask[:, 0].all() and torch.equal(c.mask[:, 1:], ~bad)
-    assert torch.all(c.scores[:, 1:][c.mask[:, 1:]] == 0)
+    drawn = drawn_ids[0].view(4, 6)  # each row's own draws, after the redraws
+    extra = {(u, i) for u, i in HISTORY}
+    assert not any((u, int(i)) in extra for u in range(4) for i in drawn[u])
+    assert c.mask.all()
+    assert torch.all(c.scores[:, 1:] == 0)
+
+
+def test_uniform_redraws_a_heavy_users_history(drawn_ids):
+    # User 0 has rated 6 of the 8 items: 3 draws in 4 would hit its history and be lost.
+    history = [(0, i) for i in range(6)] + [(1, 1)]
+    q, d, batch = rows([0, 0, 1], [0, 3, 1])
+    neg = UniformNegatives(num_negatives=16)
+    neg.bind(catalogue(8, history=history))
+    masks = []
+    for run in range(2):
+        torch.manual_seed(7)
+        c = neg(q, d, batch, DOT, one_hot)
+        masks.append(c.scores)
+        assert c.mask.all()  # K unmasked draws per row
+        drawn = drawn_ids[run].view(3, 16)
+        assert set(drawn[:2].flatten().tolist()) <= {6, 7}
+        assert 1 not in drawn[2].tolist()
+        assert len(set(drawn[2].tolist())) > 2  # the light user's draws are not restricted
+    assert torch.equal(*drawn_ids) and torch.equal(*masks)  # seeded draws repeat
+
+
+def test_uniform_masks_what_still_collides_after_the_redraws():
+    # User 0 has rated every item: no draw can succeed, the rounds end and the draws are masked.
+    history = [(0, i) for i in range(8)] + [(1, 1)]
+    q, d, batch = rows([0, 1], [0, 1])
+    neg = UniformNegatives(num_negatives=4)
+    neg.bind(catalogue(8, history=history))
+    c = neg(q, d, batch, DOT, one_hot)
+    assert c.mask.tolist() == [[True] + [False] * 4, [True] * 5]
 
 
 def test_draws_repeat_with_the_seed():
@@ -211,8 +245,8 @@ def test_draws_repeat_with_the_seed():
     [
         InBatchNegatives(logq="counted", mask_history=True),
         InBatchNegatives(logq="streaming"),
-        MixedNegatives(num_uniform=4, logq="streaming", mask_history=True),
-        UniformNegatives(num_negatives=2, mask_history=True),
+        MixedNegatives(num_uniform=4, logq="streaming"),
+        UniformNegatives(num_negatives=2),
     ],
     ids=["in_batch", "in_batch_streaming", "mixed", "uniform"],
 )

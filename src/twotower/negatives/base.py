@@ -3,7 +3,9 @@
 Every strategy returns :class:`Candidates` ``(scores, labels, mask)`` of shape ``(B, C)``,
 the input of every loss. A candidate that is the same document as the query's positive
 (same ``doc_id``), or the positive of another row with the same ``query_id``, is masked:
-it is never scored as a negative (the seeds' rotation sampler makes that mistake).
+it is never scored as a negative (the seeds' rotation sampler makes that mistake). The
+strategies that bind the training data (:class:`History`) also mask, or redraw, any
+training positive of the row's query, in every column where it appears.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class History(nn.Module):
         """``(B, C)`` True where ``doc_ids`` (``(C,)`` shared or ``(B, C)``) is in the
         history of the row's ``query_id`` ``(B,)``."""
         if not self.n_docs:
-            raise unbound("mask_history", "the training positives")
+            raise unbound("masking the query's training positives", "the (query, doc) pairs")
         keys = query_id[:, None] * self.n_docs + doc_ids  # (B, C)
         if not len(self.keys):
             return torch.zeros_like(keys, dtype=torch.bool)

@@ -33,8 +33,10 @@ class MixedNegatives(Negatives):
     In-batch negatives are all popular items; the uniform draws add the long tail, which is
     never in a batch but is ranked at serving time. The ``num_uniform`` items are drawn with
     replacement with torch's global RNG (``seed_everything`` makes runs repeat), encoded by
-    the document tower and shared by every row; one is masked in the rows whose positive it
-    is (or, with ``mask_history``, in whose history it is).
+    the document tower and shared by every row, so they are masked per row, not redrawn.
+    Every column (in-batch or drawn) that is a training positive of the row's query (the
+    user's history; its positive included) is masked in that row, except the row's own
+    positive; this needs :meth:`bind` with the training data.
 
     With ``logq`` candidate ``j``'s score becomes ``s_j - log(G p_j + K / N)``: the pool
     holds the ``G`` positives of the global batch, drawn with the positives' distribution
@@ -46,9 +48,9 @@ class MixedNegatives(Negatives):
     Args:
         num_uniform: uniform items per batch (``B'`` in the paper), >= 1.
         logq: ``None``, ``counted`` or ``streaming``, as for :class:`InBatchNegatives`.
-        mask_history: mask the query's other training positives.
-        mask_duplicates: ``False`` scores the batch's other copies of a row's positive
-            as its negatives (accidental positives); for ablations only.
+        mask_duplicates: ``False`` masks nothing: the batch's other copies of a row's
+            positive and its query's other positives are scored as its negatives (accidental
+            positives); for ablations only.
         buckets: hash slots of the streaming estimator.
         alpha: learning rate of the streaming estimator.
 
@@ -63,7 +65,6 @@ class MixedNegatives(Negatives):
         self,
         num_uniform: int = 64,
         logq: str | None = None,
-        mask_history: bool = False,
         mask_duplicates: bool = True,
         buckets: int = 2**20,
         alpha: float = 0.05,
@@ -71,14 +72,13 @@ class MixedNegatives(Negatives):
         super().__init__()
         ok = isinstance(num_uniform, int) and not isinstance(num_uniform, bool)
         check(ok and num_uniform >= 1, "num_uniform", num_uniform, "must be an integer >= 1")
-        check(isinstance(mask_history, bool), "mask_history", mask_history, "must be a bool")
         check(
             isinstance(mask_duplicates, bool), "mask_duplicates", mask_duplicates, "must be a bool"
         )
         self.mask_duplicates = mask_duplicates
         self.num_uniform = num_uniform
         self.frequency = item_frequency(logq, buckets, alpha)
-        self.history = History() if mask_history else None
+        self.history = History()
         self.catalogue: Catalogue | None = None
 
     def bind(self, catalogue: Catalogue) -> None:
@@ -112,6 +112,6 @@ class MixedNegatives(Negatives):
             pos_col,
             similarity,
             log_q,
-            self.history,
+            self.history if self.mask_duplicates else None,
             self.mask_duplicates,
         )

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from twotower.distributed import gather
-from twotower.negatives.base import NO_QUERY, Candidates, Encoder, Negatives, score_shared
+from twotower.negatives.base import NO_QUERY, Candidates, Encoder, History, Negatives, score_pool
 from twotower.similarity import Similarity
 
 
@@ -18,6 +18,11 @@ class PresampledNegatives(Negatives):
     negative of the (global) batch (``true``, the hard negatives of every query become
     everyone's negatives). With labelled rows (``label``, ``query``, ``doc``) each row is one
     candidate with its label: for the pointwise loss.
+
+    A candidate that is the row's positive or any training positive of the row's query (a
+    query with several relevant documents; a user's other items) is masked, in every column
+    where it appears: a presampled negative can be another positive. This needs
+    :meth:`bind` with the training data.
     """
 
     formats = ("presampled", "labelled")
@@ -25,6 +30,7 @@ class PresampledNegatives(Negatives):
     def __init__(self, share_across_batch: bool = False):
         super().__init__()
         self.share_across_batch = share_across_batch
+        self.history = History()
 
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder
@@ -41,16 +47,14 @@ class PresampledNegatives(Negatives):
             no_owner = torch.full_like(batch["neg_id"].flatten(), NO_QUERY)
             owner_ids, _ = gather(torch.cat([batch["query_id"], no_owner]))
             pos_col = offset + torch.arange(b, device=q.device)
-            return score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+            return score_pool(
+                q, batch, docs, doc_ids, owner_ids, pos_col, similarity, history=self.history
+            )
         cands = torch.cat([d[:, None], neg.view(b, k, -1)], 1)  # (B, 1+K, D)
         scores = similarity(q, cands)  # (B, 1+K)
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
-        mask = torch.cat(
-            [
-                torch.ones_like(batch["doc_id"][:, None], dtype=torch.bool),
-                batch["neg_id"] != batch["doc_id"][:, None],
-            ],
-            1,
-        )
+        valid = batch["neg_id"] != batch["doc_id"][:, None]  # (B, K)
+        valid &= ~self.history(batch["query_id"], batch["neg_id"])
+        mask = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # (B, 1+K)
         return Candidates(scores, labels, mask)

@@ -6,7 +6,14 @@ import torch
 from torch import Tensor
 
 from twotower.errors import ConfigError
-from twotower.negatives.base import Candidates, Encoder, Negatives, score_in_batch
+from twotower.negatives.base import (
+    Candidates,
+    Encoder,
+    History,
+    Negatives,
+    gather_positives,
+    score_pool,
+)
 from twotower.similarity import Similarity
 
 
@@ -14,7 +21,9 @@ class SampledNegatives(Negatives):
     """``num_negatives`` documents drawn at random from the rest of the (global) batch.
 
     The DSSM paper's 4 random unclicked documents. Candidate 0 is the positive; a row with
-    fewer valid documents than ``num_negatives`` gets masked filler columns.
+    fewer valid documents than ``num_negatives`` gets masked filler columns. A document of
+    the batch that is a training positive of the row's query (one of its other relevant
+    documents) is never drawn: this needs :meth:`bind` with the training data.
 
     References:
         Huang et al., Learning Deep Structured Semantic Models for Web Search, CIKM 2013.
@@ -25,6 +34,7 @@ class SampledNegatives(Negatives):
         if not isinstance(num_negatives, int) or num_negatives < 1:
             raise ConfigError("num_negatives", num_negatives, "must be an integer >= 1")
         self.num_negatives = num_negatives
+        self.history = History()
 
     def check_batch_size(self, batch_size: int) -> None:
         if self.num_negatives >= batch_size:
@@ -37,9 +47,12 @@ class SampledNegatives(Negatives):
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder
     ) -> Candidates:
-        full = score_in_batch(q, d, batch, similarity)  # (B, N)
+        docs, doc_ids, owner_ids, offset = gather_positives(d, batch)  # (N, D), (N,), (N,)
+        pos_col = offset + torch.arange(q.shape[0], device=q.device)
+        full = score_pool(
+            q, batch, docs, doc_ids, owner_ids, pos_col, similarity, history=self.history
+        )  # (B, N)
         rows = torch.arange(q.shape[0], device=q.device)
-        pos_col = full.labels.argmax(1)  # (B,)
         eligible = full.mask & (full.labels == 0)
         # A random key per eligible column; the top-k keys are a uniform sample without
         # replacement. Ineligible columns get -1 so they are picked only as masked filler.
