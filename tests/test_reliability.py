@@ -79,3 +79,50 @@ def test_the_readme_commands_work_on_a_run_made_with_overrides(tmp_path):
     assert runs(tmp_path) == [made]
     assert metrics(made).keys() == before.keys()
     assert len(list(made.glob("metrics.*.json"))) == 1, "the first run's metrics are kept"
+
+
+def pair_files(make_cfg, tmp_path, train_rows, val_rows, same_doc: bool = False):
+    """A pairs config over train.tsv and dev.tsv of made-up rows (no test file)."""
+    for name, rows in (("train.tsv", train_rows), ("dev.tsv", val_rows)):
+        doc = "the one document" if same_doc and name == "train.tsv" else "thing{} is tool {}"
+        lines = [f"what is thing{i} for\t{doc.format(i, i)}" for i in rows]
+        (tmp_path / name).write_text("query\tdoc\n" + "\n".join(lines) + "\n")
+    return make_cfg(
+        "data=pairs",
+        f"data.train={tmp_path / 'train.tsv'}",
+        f"data.val={tmp_path / 'dev.tsv'}",
+        "data.batch_size=8",
+        "data.cache_dir=null",
+        "~logger",
+    )
+
+
+def test_pair_files_without_a_test_file_train_and_skip_the_test_stage(make_cfg, tmp_path, caplog):
+    from twotower.train import train
+
+    cfg = pair_files(make_cfg, tmp_path, range(60), range(0, 60, 5))
+    with caplog.at_level("INFO"):
+        result = train(cfg)
+    assert "val/ndcg@10" in result["metrics"]
+    assert not any(k.startswith("test/") for k in result["metrics"])
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "run.val.trec").is_file()
+    assert "no test split: the test stage is skipped" in caplog.text
+
+
+def test_data_that_cannot_teach_or_choose_warn(make_cfg, tmp_path, recwarn):
+    from twotower.train import train
+
+    train(pair_files(make_cfg, tmp_path, range(40), [3], same_doc=True))
+    messages = " ".join(str(w.message) for w in recwarn.list)
+    assert "one candidate, its positive: the loss is constant" in messages
+    assert "the validation split has 1 judged query" in messages
+
+
+def test_stopping_step_is_early_stopping_on_the_optimized_metric(make_cfg):
+    from twotower.errors import ConfigError
+    from twotower.train import early_stopping
+
+    stop = early_stopping(make_cfg("stopping_step=2"))
+    assert (stop.monitor, stop.mode, stop.patience) == ("val/ndcg@10", "max", 2)
+    with pytest.raises(ConfigError, match="stopping_step=0: must be an integer >= 1"):
+        early_stopping(make_cfg("stopping_step=0"))

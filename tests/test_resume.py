@@ -9,7 +9,7 @@ import torch
 
 from tests.cli import TINY_CLI, metrics, run, runs
 from twotower.checkpoint_io import atomic_torch_save
-from twotower.runs import resume_target, run_name
+from twotower.runs import resume_target, run_name, stamp
 
 EPOCHS = ["trainer.max_epochs=3", "seed=7"]
 
@@ -79,3 +79,21 @@ def test_ckpt_path_last_without_runs_is_one_config_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="ckpt_path='last': no run under outputs/"):
         resume_target("last")
     assert resume_target(None) is None
+
+
+def test_two_runs_started_at_once_get_their_own_directories(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.cli import REPO
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "twotower.train", *TINY_CLI, "debug=fast_dev_run", "~logger"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE) for _ in "ab"]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    made = runs(tmp_path)
+    assert len(made) == 2 and all((r / "metrics.json").is_file() for r in made)
+    # within one second the names differ by their random token (Hydra's were by the second)
+    first, second = stamp(), stamp()
+    assert first != second
