@@ -1,75 +1,176 @@
-"""Every config composes; every config mistake ends in one line naming the key, before training."""
+"""Every option of every config group composes and builds on tiny data as train() builds it;
+every config mistake ends in one line naming the key, before training."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
+from omegaconf import DictConfig, OmegaConf
 
-from twotower.config_check import check_config
+import twotower.train
+from tests.conftest import TINY, write_beir
+from tests.recdata import inter_lines, toy_interactions, write_lines
+from twotower.config_check import check_config, check_node, target_nodes
 from twotower.errors import ConfigError
-from twotower.train import CONF_DIR, train
+from twotower.train import CONF_DIR, build, build_module, train
 
-SKIP_GROUPS = {"hydra", "paths", "sweep", "launcher"}  # not run choices (+sweep=: test_sweep.py)
+# +sweep=<name> and +launcher=<name> choose Hydra plugins: test_sweep.py composes and builds them.
+ELSEWHERE = {"sweep", "launcher"}
+INDEX_CONFIGS = ("evaluate", "export")  # the primary configs with an index group
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group: the YAML files of its directory."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def group_options():
-    for path in sorted(CONF_DIR.rglob("*.yaml")):
-        group = path.parent.relative_to(CONF_DIR).as_posix()
-        if group != "." and group not in SKIP_GROUPS:
-            yield group, path.stem
+    for group in sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir()):
+        if group not in ELSEWHERE:
+            for option in options(group):
+                yield group, option
+                if group == "tower":  # the same file as the document tower's own choice
+                    yield "tower@doc_tower", option
 
 
-# Mandatory keys of the data options (files are not read: only the parts are built).
-DATA_KEYS = {"beir": ["data.dir=x"], "pairs": ["data.train=x", "data.val=x"]}
-# Parts the config builds without data (towers take the data's sizes: build_parts).
-PARTS = ("similarity", "negatives", "loss", "tokenizer", "logger")
-MLP = "_target_: twotower.towers.mlp.MLPTower\n"
+def write_ml100k(directory: Path) -> Path:
+    """The toy interactions of tests/recdata.py under MovieLens-100K's names and fields (the
+    ml100k experiments select its features by name)."""
+    rows = toy_interactions()
+    users, items = sorted({r.user for r in rows}), sorted({r.item for r in rows})
+    user = [
+        f"{u}\t{20 + k % 4}\t{'MF'[k % 2]}\tjob{k % 3}\t5510{k % 5}" for k, u in enumerate(users)
+    ]
+    item = [f"{i}\tMovie {k}\t{1990 + k % 4}\tAction Drama" for k, i in enumerate(items)]
+    write_lines(directory / "ml-100k.inter", inter_lines(rows))
+    fields = "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token"
+    write_lines(directory / "ml-100k.user", [fields, *user])
+    fields = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
+    write_lines(directory / "ml-100k.item", [fields, *item])
+    return directory
 
 
-def build_parts(cfg, towers: bool = True) -> None:
-    """Instantiate every part of ``cfg`` as train.py does; towers get tiny data sizes (the
-    feature schema of tests/test_feature_towers.py: an experiment's own features need its
-    data, so ``towers=False`` skips them there)."""
-    from tests.test_feature_towers import make_features
-    from twotower.train import build, build_towers
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> dict[str, dict[str, Any]]:
+    """Per data module class, the values that point it at tiny data (a new one needs its own)."""
+    root = tmp_path_factory.mktemp("data")
+    pairs = str(Path(__file__).parent / "data" / "zh_pairs.tsv")
+    synthetic = (o.removeprefix("data.").split("=") for o in TINY if o.startswith("data."))
+    return {
+        "SyntheticDataModule": {key: int(value) for key, value in synthetic},
+        "BeirDataModule": {"dir": str(write_beir(root / "beir")), "cache_dir": None},
+        "PairFileDataModule": {"train": pairs, "val": pairs, "test": pairs, "cache_dir": None},
+        "RecBoleDataModule": {"dir": str(write_ml100k(root / "ml-100k"))},
+    }
 
-    check_config(cfg)  # every _target_ imports; every key is one its signature takes
-    for key in PARTS:
-        if cfg.get(key) is not None:
-            build(cfg[key], key)
-    optimizer = build(cfg.optimizer, "optimizer")(params=[torch.nn.Parameter(torch.zeros(1))])
-    if cfg.get("scheduler") is not None:
-        build(cfg.scheduler, "scheduler")(optimizer=optimizer)
+
+def compose_cfg(name: str, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+def input_kind(target: str) -> str | None:
+    """What a tower encodes or a data module gives (train.check_tower_input's rule); ``None``
+    for a target that does not import (check_config reports it)."""
+    try:
+        return getattr(hydra.utils.get_class(target), "input_kind", "text")
+    except Exception:  # noqa: BLE001 - any import failure
+        return None
+
+
+def option_of_kind(group: str, kind: str) -> str:
+    """The first option of ``group`` whose target has ``input_kind`` ``kind``."""
+    for option in options(group):
+        target = OmegaConf.load(CONF_DIR / group / f"{option}.yaml").get("_target_")
+        if target and input_kind(target) == kind:
+            return option
+    raise AssertionError(f"no option of conf/{group}/ has input_kind {kind!r}")
+
+
+def fitting(cfg: DictConfig, group: str) -> list[str]:
+    """Overrides that pair the tower or data option under test with parts of its input kind (a
+    feature tower needs recommendation data); other options, experiments too, must fit as
+    they are."""
+    subject = {"tower": "tower", "tower@doc_tower": "doc_tower", "data": "data"}.get(group)
+    kind = input_kind(cfg[subject]._target_) if subject else None
+    if kind is None:
+        return []
+    return [
+        f"{part}={option_of_kind(part, kind)}"
+        for part in ("data", "tower")
+        if part != subject and input_kind(cfg[part]._target_) != kind
+    ]
+
+
+def build_everything(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build every part of ``cfg`` as train() does, then check that no _target_ is left."""
+    built = []
+
+    def recorded(node: DictConfig, key: str, **kwargs):
+        built.append(key)
+        return build(node, key, **kwargs)
+
+    monkeypatch.setattr(twotower.train, "build", recorded)  # what build_module builds, too
+    check_config(cfg)  # every _target_ imports and takes every key it is given
+    datamodule = recorded(cfg.data, "data", tokenizer=recorded(cfg.tokenizer, "tokenizer"))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)  # towers of the data's sizes, negatives, loss ...
+    module.configure_optimizers()  # calls the _partial_ optimizer and scheduler
+    callbacks = [recorded(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    logger = recorded(cfg.logger, "logger") if cfg.get("logger") else False
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         cfg.trainer.accelerator = "cpu"  # the rest of trainer=gpu (bf16-mixed) builds on a CPU
-    callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items()]
-    build(cfg.trainer, "trainer", callbacks=callbacks, logger=False)
-    kind = getattr(hydra.utils.get_class(cfg.tower._target_), "input_kind", "text")
-    if towers or kind == "text":
-        inputs = {"vocab_size": 64} if kind == "text" else {"features": make_features()}
-        build_towers(cfg, {"query": inputs, "doc": inputs}, kind)
+    recorded(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    left = [
+        key
+        for key, _ in target_nodes(cfg, "", ("hydra",))
+        if not any(key == b or key.startswith((f"{b}.", f"{b}[")) for b in built)
+    ]
+    assert not left, f"{left}: a _target_ that train() never builds"
+
+
+def check_option(
+    group: str,
+    option: str,
+    tiny_data: dict[str, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *extra: str,
+) -> None:
+    """Compose ``group=option`` with tiny data (and ``extra`` overrides) and build it all."""
+    if group == "index":  # an evaluate / export choice: built and searched there
+        docs = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+        for name in INDEX_CONFIGS:
+            cfg = compose_cfg(name, *extra, f"index={option}", "ckpt=x", "out=y")
+            check_config(cfg)
+            index = build(cfg.index, "index").build(docs)
+            assert index.kind == option and index.search(docs[:2], 3)[1].shape == (2, 3)
+        return
+    overrides = [*extra, f"{group}={option}", f"paths.output_dir={tmp_path}"]
+    cfg = compose_cfg("train", *overrides)
+    fixes = fitting(cfg, group)
+    if fixes:
+        cfg = compose_cfg("train", *overrides, *fixes)
+    check_node(cfg.data, "data")  # a data _target_ that does not import, before its tiny data
+    data = cfg.data._target_.rsplit(".", 1)[-1]
+    if data not in tiny_data:
+        pytest.fail(f"{data} has no tiny data: add it to tiny_data in {__file__}")
+    for key, value in tiny_data[data].items():
+        cfg.data[key] = value
+    build_everything(cfg, monkeypatch)
 
 
 @pytest.mark.parametrize("group, option", list(group_options()), ids=lambda x: str(x))
-def test_every_yaml_composes_and_builds(make_cfg, group, option):
-    if group == "index":  # an evaluate / export choice: compose there and build it
-        for name in ("evaluate", "export"):
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name=name, overrides=[f"index={option}", "ckpt=x", "out=y"])
-            assert hydra.utils.instantiate(cfg.index).kind == option
-        return
-    cfg = make_cfg(f"{group}={option}", *DATA_KEYS.get(option if group == "data" else "", []))
-    build_parts(cfg, towers=group != "experiment")
-    if group == "tower":
-        cfg = make_cfg(f"tower@doc_tower={option}")
-        check_config(cfg)
-        assert cfg.doc_tower._target_.endswith(cfg.doc_tower._target_.split(".")[-1])
+def test_every_option_composes_and_builds(group, option, tiny_data, tmp_path, monkeypatch):
+    check_option(group, option, tiny_data, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +178,7 @@ def test_every_yaml_composes_and_builds(make_cfg, group, option):
     [
         (
             "_target_: twotower.towers.mlp.NoSuchTower\n",
-            "tower._target_='twotower.towers.mlp.NoSuchTower'",
+            "tower._target_='twotower.towers.mlp.NoSuchTower': cannot be imported",
         ),
         (
             "_target_: twotower.towers.mlp.MLPTower\nhidden_size: [8]\n",
@@ -89,13 +190,12 @@ def test_every_yaml_composes_and_builds(make_cfg, group, option):
         ),
     ],
 )
-def test_a_broken_yaml_fails_the_config_test(make_cfg, tmp_path, yaml, message):
-    broken = tmp_path / "conf" / "tower" / "broken.yaml"
-    broken.parent.mkdir(parents=True)
-    broken.write_text(yaml)
-    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "tower=broken")
+def test_a_broken_yaml_fails_the_config_test(tiny_data, tmp_path, monkeypatch, yaml, message):
+    (tmp_path / "conf" / "tower").mkdir(parents=True)
+    (tmp_path / "conf" / "tower" / "broken.yaml").write_text(yaml)
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"  # conf/ plus this tower
     with pytest.raises(ConfigError, match=re.escape(message)):
-        build_parts(cfg)
+        check_option("tower", "broken", tiny_data, tmp_path, monkeypatch, searchpath)
 
 
 def test_tower_choice_sets_both_sides_and_doc_side_can_differ(make_cfg):

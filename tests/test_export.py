@@ -109,9 +109,12 @@ def test_export_reload_and_search_match_evaluation(trained, tmp_path):
     ids = sorted(run)[:10]
     hits = retriever.search([query_text[q] for q in ids], k=10)
     for q, found in zip(ids, hits, strict=True):
-        expected = sorted(run[q].items(), key=lambda x: -x[1])[:10]
-        assert [h.doc_id for h in found] == [d for d, _ in expected]
-        assert [h.score for h in found] == pytest.approx([s for _, s in expected], abs=1e-5)
+        ranked = sorted(run[q].items(), key=lambda x: -x[1])  # 100 deep
+        assert [h.score for h in found] == pytest.approx([s for _, s in ranked[:10]], abs=1e-5)
+        # Another batch of queries rounds differently: documents tied within that may swap.
+        for hit, (_, score) in zip(found, ranked, strict=False):
+            assert hit.doc_id in {d for d, s in ranked if abs(s - score) <= 1e-5}
+        assert len({h.doc_id for h in found}) == 10
 
 
 def test_export_refuses_a_non_empty_directory(trained, tmp_path):

@@ -43,18 +43,21 @@ def vectors(n: int, d: int, seed: int) -> torch.Tensor:
 def test_exact_search_equals_brute_force(num_queries, num_docs, k, query_block, doc_block):
     q, d = vectors(num_queries, 16, 0), vectors(num_docs, 16, 1)
     scores, indices = exact_search(q, d, k, query_block=query_block, doc_block=doc_block)
-    want_s, want_i = torch.topk(q @ d.T, min(k, num_docs), dim=1)  # random: no ties
+    want_s = torch.topk(q @ d.T, min(k, num_docs), dim=1).values
     assert scores.shape == indices.shape == (num_queries, min(k, num_docs))
     assert indices.dtype == torch.long
     torch.testing.assert_close(scores, want_s, atol=1e-5, rtol=0)
-    # the returned documents' own scores: blocked matmuls may swap two near-tied documents
+    # Blocked and whole matmuls round differently (by CPU), so two near-tied documents may
+    # swap: each returned document must be distinct and score what its rank scores.
     torch.testing.assert_close((q @ d.T).gather(1, indices), want_s, atol=1e-5, rtol=0)
-    assert (indices == want_i).float().mean() > 0.99
+    assert all(len(set(row)) == len(row) for row in indices.tolist())
 
 
 def test_ties_rank_the_lower_document_index_first():
-    d = torch.cat([vectors(10, 4, 2)] * 30)  # document i repeats as i + 10, i + 20, ...
-    q = vectors(6, 4, 3)
+    # Small integers: every score is exact, so copies tie in any matmul on any CPU.
+    g = torch.Generator().manual_seed(2)
+    d = torch.cat([torch.randint(-3, 4, (10, 4), generator=g).float()] * 30)  # i = i + 10 ...
+    q = torch.randint(-3, 4, (6, 4), generator=g).float()
     _, indices = exact_search(q, d, 25, query_block=4, doc_block=32)
     full = (q @ d.T).tolist()
     for row, got in zip(full, indices.tolist(), strict=True):
@@ -115,8 +118,8 @@ def test_every_index_finds_the_exact_top_k(kind):
     assert index.kind == kind and indices.dtype == torch.long
     assert recall_of_exact(indices, want_i, 10) == 1.0
     torch.testing.assert_close(scores, want_s, atol=1e-5, rtol=0)
-    if kind in ("exact", "flat"):
-        assert torch.equal(indices, want_i)
+    # in rank order: each returned document scores what exact search's of that rank does
+    torch.testing.assert_close((queries @ docs.T).gather(1, indices), want_s, atol=1e-5, rtol=0)
     scores, indices = index.search(queries[:2], 1000)  # k > D: k' = D
     assert indices.shape == (2, 300)
 
@@ -129,6 +132,7 @@ def test_save_and_load_round_trip(kind, tmp_path):
     loaded = load_index(tmp_path / "index")
     assert type(loaded) is type(index) and loaded.params() == index.params()
     assert (loaded.num_docs, loaded.dim) == (300, 32)
+    # bit-equal: the same index searched with the same queries on the same machine
     for got, want in zip(loaded.search(queries, 10), index.search(queries, 10), strict=True):
         assert torch.equal(got, want)
 
