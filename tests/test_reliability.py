@@ -126,3 +126,15 @@ def test_stopping_step_is_early_stopping_on_the_optimized_metric(make_cfg):
     assert (stop.monitor, stop.mode, stop.patience) == ("val/ndcg@10", "max", 2)
     with pytest.raises(ConfigError, match="stopping_step=0: must be an integer >= 1"):
         early_stopping(make_cfg("stopping_step=0"))
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        ("evaluate", ["split=test"], "config error: ckpt='???': is mandatory"),
+        ("export", ["ckpt=x", "out=y", "index.bogus=1"], "index.bogus='1': no such key"),
+    ],
+)
+def test_evaluate_and_export_mistakes_end_in_one_line(tmp_path, module, args, expected):
+    done = run(module, *args, cwd=tmp_path, check=False)
+    assert done.returncode == 2 and expected in last_line(done), done.stderr[-2000:]

@@ -12,7 +12,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import hydra
@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from twotower.errors import ConfigError
+from twotower.errors import ConfigError, user_errors
 
 _SKIP = object()  # a value that cannot be resolved here (it is checked where it is used)
 _PLAIN = {int, float, bool, str, type(None), torch.Tensor}
@@ -165,6 +165,16 @@ def _describe(hint: Any) -> str:
             parts.append(getattr(typing.get_origin(m) or m, "__name__", str(m)))
     text = " or ".join(dict.fromkeys(parts))
     return ("an " if text[:1] in "aeiou" else "a ") + text
+
+
+def run_cli(main: Callable[[], Any], config_dir: str, config_name: str) -> None:
+    """Run a ``@hydra.main`` entry point; an unknown command-line key first ends in one line
+    that names the valid ones (``-m``, ``--cfg``, ``--help`` go to Hydra as they are)."""
+    args = sys.argv[1:]
+    if not any(a.startswith("-") for a in args):
+        with user_errors():
+            check_overrides(args, config_dir, config_name)
+    main()
 
 
 def check_overrides(overrides: list[str], config_dir: str, config_name: str) -> None:

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from twotower.checkpoint import load_module
+from twotower.config_check import check_config, run_cli
 from twotower.errors import ConfigError, check_choice, user_errors
 from twotower.retrieval.evaluation import evaluate
 from twotower.retrieval.index import recall_of_exact
@@ -112,8 +113,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     torch.set_grad_enabled(False)
     with user_errors():
+        check_config(cfg)
         run(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, str(CONF_DIR), "evaluate")

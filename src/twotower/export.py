@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from twotower import __version__
 from twotower.checkpoint import load_module
+from twotower.config_check import check_config, run_cli
 from twotower.errors import ConfigError, user_errors
 from twotower.retriever import TOWERS, fingerprint, module_spec
 from twotower.train import CONF_DIR, build, doc_tower_config
@@ -115,8 +116,9 @@ def export(cfg: DictConfig) -> Path:
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         export(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, str(CONF_DIR), "export")

@@ -10,7 +10,6 @@ import dataclasses
 import inspect
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from twotower.callbacks import FitStats
-from twotower.config_check import check_config, check_overrides
+from twotower.config_check import check_config, run_cli
 from twotower.data.features import Feature
 from twotower.data.tokenizers import tokenizer_from_state
 from twotower.errors import ConfigError, DataError, user_errors
@@ -319,14 +318,5 @@ def main(cfg: DictConfig) -> float | None:
     return result["metrics"].get(metric) if metric else None
 
 
-def cli() -> None:
-    """``python -m twotower.train``: an unknown key names the valid ones, then Hydra runs."""
-    args = sys.argv[1:]
-    if not any(a.startswith("-") for a in args):  # -m, --cfg, --help: Hydra's own
-        with user_errors():
-            check_overrides(args, str(CONF_DIR), "train")
-    main()
-
-
 if __name__ == "__main__":
-    cli()
+    run_cli(main, str(CONF_DIR), "train")
