@@ -161,7 +161,7 @@ def test_presampled_shared_across_batch():
 def test_presampled_labelled_rows():
     q, d, batch = identity_batch([0, 1], [0, 1])
     batch["label"] = torch.tensor([1.0, 0.0])
-    c = PresampledNegatives()(q, d, batch, DOT, encode)
+    c = bound(PresampledNegatives(), [(0, 0)])(q, d, batch, DOT, encode)
     assert c.scores.shape == (2, 1)
     assert c.labels.flatten().tolist() == [1.0, 0.0] and c.mask.all()
 
@@ -223,3 +223,57 @@ def test_presampled_needs_the_training_positives():
     q, d, batch = relevant_batch()
     with pytest.raises(RuntimeError, match="call bind"):
         PresampledNegatives()(q, d, batch, DOT, encode)
+
+
+def test_labelled_presampled_masks_a_negative_row_that_is_a_relevant_document():
+    # Labelled negatives are drawn apart from the row's own positive only: row 1 pairs query
+    # 0 with document 4, one of its training positives, under label 0.
+    q, d, batch = identity_batch([0, 4, 5], [0, 0, 1])
+    batch["label"] = torch.tensor([1.0, 0.0, 0.0])
+    c = bound(PresampledNegatives(), RELEVANT)(q, d, batch, DOT, encode)
+    assert c.mask.flatten().tolist() == [True, False, True]
+
+
+# Rows 0 and 1 are two positives of query 0; row 1's document 2 is also row 2's, of query 1.
+# Bound to no training pair, as validation rows of queries unseen in training.
+SAME_QUERY = ([1, 2, 2], [0, 0, 1])
+
+
+def test_in_batch_masks_a_same_query_positive_in_every_column():
+    q, d, batch = identity_batch(*SAME_QUERY)
+    c = InBatchNegatives()(q, d, batch, DOT, None)
+    # Row 0 masks document 2 as row 1's positive (column 1) and as row 2's (column 2).
+    assert c.mask.tolist() == [[True, False, False], [False, True, False], [True, False, True]]
+
+
+def test_presampled_shared_masks_a_same_query_positive_in_every_column():
+    q, d, batch = identity_batch(*SAME_QUERY)
+    batch["neg_id"] = torch.tensor([[3], [4], [2]])  # row 2 also lists document 2
+    batch["neg"] = batch["neg_id"]
+    c = bound(PresampledNegatives(share_across_batch=True), [])(q, d, batch, DOT, encode)
+    # columns: documents 1, 2, 2, 3, 4, 2; row 0 masks document 2 in all three of its columns
+    assert c.mask[0].tolist() == [True, False, False, True, True, False]
+
+
+def test_sampled_never_draws_a_same_query_positive_from_another_column():
+    torch.manual_seed(0)
+    batch = {"doc_id": torch.tensor([*SAME_QUERY[0], 3]), "query_id": torch.tensor([0, 0, 1, 2])}
+    qs, ds = torch.ones(4, 4), torch.diag(torch.arange(1.0, 5.0))  # column j scores j + 1
+    sampler = bound(SampledNegatives(2), [])
+    for _ in range(50):
+        c = sampler(qs, ds, batch, DOT, None)
+        # Row 0's only eligible negative is column 3 (document 3); the second is filler.
+        assert c.mask[0].tolist() == [True, True, False] and c.scores[0, 1] == 4
+
+
+def test_data_negatives_are_drawn_outside_the_querys_relevant_set():
+    from twotower.data.base import uniform_negatives
+
+    # query 0 has documents 0-3 relevant of 6; query 1 has document 4
+    query, pos = torch.tensor([0, 0, 0, 0, 1]), torch.tensor([0, 1, 2, 3, 4])
+    neg = uniform_negatives(pos, 6, 8, seed=0, query=query)
+    assert set(neg[:4].flatten().tolist()) <= {4, 5}
+    assert 4 not in neg[4].tolist()
+    assert torch.equal(neg, uniform_negatives(pos, 6, 8, seed=0, query=query))  # seeded
+    plain = uniform_negatives(pos, 6, 8, seed=0)
+    assert (plain[:4] < 4).any(), "without the queries, only the own positive is avoided"

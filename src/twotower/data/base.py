@@ -101,14 +101,37 @@ def rows_dataset(
     return TextPairDataset(queries, docs, pos_id, query_index, query_id, neg_id=neg)
 
 
-def uniform_negatives(pos_id: Tensor, n_docs: int, k: int, seed: int) -> Tensor:
-    """``(N, k)`` documents drawn uniformly, never a row's own positive (seeded)."""
+REDRAW_ROUNDS = 20  # then a draw that is still relevant stays (and is masked in training)
+
+
+def uniform_negatives(
+    pos_id: Tensor, n_docs: int, k: int, seed: int, query: Tensor | None = None
+) -> Tensor:
+    """``(N, k)`` documents drawn uniformly (seeded), never a row's own positive and, given
+    each row's ``query`` ``(N,)``, never another relevant document of its query (the rows'
+    other positives: graded qrels with several relevant documents)."""
     g = torch.Generator().manual_seed(seed)
     if n_docs < 2:
         raise ValueError(f"the corpus has {n_docs} document(s): negatives need at least 2")
     # Draw from n_docs - 1 and skip the positive: uniform over the other documents.
     neg = torch.randint(0, n_docs - 1, (len(pos_id), k), generator=g)  # (N, k)
-    return neg + (neg >= pos_id[:, None]).long()
+    neg = neg + (neg >= pos_id[:, None]).long()
+    if query is None or not len(pos_id):
+        return neg
+    keys = torch.unique(query.long() * n_docs + pos_id.long())  # sorted relevant pairs
+    rows = query.long()[:, None] * n_docs
+
+    def relevant(drawn: Tensor) -> Tensor:
+        at = torch.searchsorted(keys, rows + drawn).clamp(max=len(keys) - 1)
+        return keys[at] == rows + drawn  # (N, k)
+
+    bad = relevant(neg)
+    for _ in range(REDRAW_ROUNDS):
+        if not bad.any():
+            break
+        neg[bad] = torch.randint(0, n_docs, (int(bad.sum()),), generator=g)
+        bad &= relevant(neg)
+    return neg
 
 
 class RetrievalDataModule(pl.LightningDataModule, ABC):

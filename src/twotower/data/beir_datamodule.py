@@ -148,7 +148,7 @@ class BeirDataModule(RetrievalDataModule):
                 path = self.dir / "qrels" / f"{split}.tsv"
                 raise DataError(path, None, "score", "no relevant pair (score > 0) in the file")
             seed = self.seed + {"train": 0, "val": 1, "test": 2}[stage]
-            neg = uniform_negatives(pos, n_docs, self.num_negatives, seed)  # (N, K)
+            neg = uniform_negatives(pos, n_docs, self.num_negatives, seed, query=q)  # (N, K)
             fmt = self.format if stage == "train" else "presampled"
             self.datasets[stage] = rows_dataset(
                 queries, self.corpus, q, pos, neg, fmt, self.labelled_negatives

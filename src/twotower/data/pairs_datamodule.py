@@ -147,7 +147,7 @@ class PairFileDataModule(RetrievalDataModule):
             neg = torch.tensor(row["neg"])  # (N, K)
         else:
             seed = self.seed + STAGES.index(stage)
-            neg = uniform_negatives(d, len(self.corpus), self.num_negatives, seed)
+            neg = uniform_negatives(d, len(self.corpus), self.num_negatives, seed, query=q)
         fmt = self._format if stage == "train" else "presampled"
         return rows_dataset(queries, self.corpus, q, d, neg, fmt, self.labelled_negatives)
 

@@ -2,10 +2,11 @@
 
 Every strategy returns :class:`Candidates` ``(scores, labels, mask)`` of shape ``(B, C)``,
 the input of every loss. A candidate that is the same document as the query's positive
-(same ``doc_id``), or the positive of another row with the same ``query_id``, is masked:
-it is never scored as a negative (the seeds' rotation sampler makes that mistake). The
-strategies that bind the training data (:class:`History`) also mask, or redraw, any
-training positive of the row's query, in every column where it appears.
+(same ``doc_id``), or the document of another row's positive with the same ``query_id``, is
+masked in every column where it appears: it is never scored as a negative (the seeds'
+rotation sampler makes that mistake). The strategies that bind the training data
+(:class:`History`) also mask, or redraw, any training positive of the row's query, in every
+column where it appears.
 """
 
 from __future__ import annotations
@@ -84,7 +85,13 @@ def score_shared(
     labels = torch.zeros_like(scores)
     labels[rows, pos_col] = 1.0
     clash = batch["doc_id"][:, None] == doc_ids[None, :]  # (B, N) same document
-    clash |= batch["query_id"][:, None] == owner_ids[None, :]  # positive of the same query
+    same_query = batch["query_id"][:, None] == owner_ids[None, :]  # (B, N)
+    # A positive of the same query is masked wherever its document appears (another query's
+    # positive, a shared negative), not only in its owner's column.
+    unique, inverse = torch.unique(doc_ids, return_inverse=True)  # (U,), (N,)
+    relevant = torch.zeros(len(q), len(unique), device=q.device)
+    relevant.index_add_(1, inverse, same_query.float())  # (B, U) same-query owners per doc
+    clash |= relevant[:, inverse] > 0
     mask = ~clash
     mask[rows, pos_col] = True
     return Candidates(scores, labels, mask)

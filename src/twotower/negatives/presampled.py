@@ -21,8 +21,8 @@ class PresampledNegatives(Negatives):
 
     A candidate that is the row's positive or any training positive of the row's query (a
     query with several relevant documents; a user's other items) is masked, in every column
-    where it appears: a presampled negative can be another positive. This needs
-    :meth:`bind` with the training data.
+    where it appears, and so is a labelled negative row of such a document: a presampled
+    negative can be another positive. This needs :meth:`bind` with the training data.
     """
 
     formats = ("presampled", "labelled")
@@ -38,7 +38,9 @@ class PresampledNegatives(Negatives):
         if "label" in batch:
             scores = similarity(q, d[:, None])  # (B, 1)
             labels = batch["label"][:, None].to(scores.dtype)
-            return Candidates(scores, labels, torch.ones_like(labels, dtype=torch.bool))
+            # A negative row can pair the query with another of its relevant documents.
+            known = self.history(batch["query_id"], batch["doc_id"][:, None])  # (B, 1)
+            return Candidates(scores, labels, (labels > 0) | ~known)
         b, k = batch["neg_id"].shape
         neg = encode(batch["neg"].flatten(0, 1))  # (B*K, D)
         if self.share_across_batch:
