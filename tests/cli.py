@@ -8,24 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import TINY
+
 REPO = Path(__file__).resolve().parents[1]
 
-# The tiny synthetic data of conftest.TINY as command-line overrides.
-TINY_CLI = [
-    "data.num_docs=120",
-    "data.num_topics=4",
-    "data.stems_per_topic=12",
-    "data.queries_per_doc=2",
-    "data.eval_queries_per_doc=1",
-    "data.batch_size=16",
-    "data.eval_batch_size=16",
-    "trainer.limit_train_batches=3",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
-]
+# conftest.TINY as command-line overrides; each test sets its own trainer.max_epochs.
+TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_epochs=")]
 
 
 def run(module: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
