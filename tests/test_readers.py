@@ -97,7 +97,12 @@ def test_beir_missing_folder_and_files(tmp_path):
 @pytest.mark.parametrize(
     ("name", "field", "bad", "problem"),
     [
-        ("corpus.jsonl", "text", '{"_id": "d2", "text": "broken}', "malformed JSON"),
+        (
+            "corpus.jsonl",
+            None,  # no guessed field: the line and column of the syntax error
+            '{"_id": "d2", "text": "broken}',
+            "malformed JSON: Unterminated string starting at column 23",
+        ),
         ("corpus.jsonl", None, '["d2", "text"]', "not a JSON object: got an array"),
         ("corpus.jsonl", "_id", '{"text": "no id"}', "missing"),
         ("corpus.jsonl", "text", '{"_id": "d2", "title": "no text"}', "missing"),
@@ -131,12 +136,54 @@ def test_beir_bad_text_rows(tmp_path, name, field, bad, problem):
         (HEADER + "q1\td1\n", 2, "score", "wrong column count: expected 3"),
         (HEADER + "q1\td1\t1\nq1\td1\t2\n", 3, "score", "grade 2 contradicts grade 1"),
         ("query-id\tdoc-id\tscore\nq1\td1\t1\n", 1, "corpus-id", "missing column"),
+        # int() refuses 4400 digits; a float cannot hold 400: both once crashed
+        (HEADER + "q1\td1\t" + "1" * 4400 + "\n", 2, "score", "grade out of range: more than 9"),
+        (HEADER + "q1\td1\t-" + "9" * 10 + "\n", 2, "score", "grade out of range"),
     ],
 )
 def test_beir_bad_qrels(tmp_path, qrels, line, field, problem):
     root = make_beir(tmp_path, qrels={"test": qrels})
     with pytest.raises(DataError, match=where("test.tsv", line, field) + " " + re.escape(problem)):
         load_beir(root, splits=("test",))
+
+
+DEEP = "[" * 5000  # deeper than Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        pytest.param(
+            '{"_id": ' + "1" * 4400 + ', "text": "x"}',
+            "malformed JSON: an integer with more than 4300 digits",
+            id="integer-too-long",
+        ),
+        pytest.param(
+            '{"_id": "d2", "text": ' + DEEP + "}",
+            "malformed JSON: nested too deeply to read",
+            id="too-deep",
+        ),
+        pytest.param(
+            b'{"_id": "\xff", "text": ' + DEEP.encode() + b"}",
+            "not UTF-8 (byte 0xff at column 10)",
+            id="not-utf8-and-too-deep",
+        ),
+    ],
+)
+def test_beir_json_python_cannot_read_names_the_line(tmp_path, bad, problem):
+    # These once ended in ValueError / RecursionError tracebacks (found by test_fuzz_readers).
+    root = make_beir(tmp_path, [CORPUS[0], bad], QUERIES, qrels={})
+    with pytest.raises(DataError, match=where("corpus.jsonl", 2) + " " + re.escape(problem)):
+        load_beir(root)
+
+
+def test_json_syntax_error_names_line_and_column(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2, "b" 3}\r\n')
+    with pytest.raises(DataError) as err:
+        list(read_jsonl(path))
+    assert str(err.value) == f"{path}:3: malformed JSON: Expecting ':' delimiter at column 14"
+    assert (err.value.line, err.value.field) == (3, None)
 
 
 def test_beir_skip_drops_counts_and_warns(tmp_path, caplog):
@@ -243,7 +290,13 @@ NEG_2_THEN_1 = '{"query": "q", "doc": "d", "negatives": ["a", "b"]}\n' + (
         ),
         ("p.tsv", "query\tdoc\nq1\td1\nq2\t \n", 3, "doc", "empty text"),
         ("p.jsonl", '{"query": "q1", "doc": "d1"}\n\n{"query": "q2"}\n', 3, "doc", "missing"),
-        ("p.jsonl", '{"query": "q1", "doc": "d1",}\n', 1, "doc", "malformed JSON: Expecting"),
+        (
+            "p.jsonl",
+            '{"query": "q1", "doc": "d1",}\n',
+            1,
+            None,
+            "malformed JSON: Expecting property name enclosed in double quotes at column 29",
+        ),
         ("p.tsv", "label\tquery\tdoc\n1\tq1\td1\n2\tq2\td2\n", 3, "label", "not 0 or 1: '2'"),
         ("p.jsonl", '{"label": true, "query": "q", "doc": "d"}\n', 1, "label", "not 0 or 1: True"),
         (
@@ -254,7 +307,13 @@ NEG_2_THEN_1 = '{"query": "q", "doc": "d", "negatives": ["a", "b"]}\n' + (
             "wrong negatives count: 1 negatives, but the first row (line 1",
         ),
         ("p.tsv", 'query\tdoc\tnegatives\nq\td\t["a", ""]\n', 2, "negatives[1]", "empty text"),
-        ("p.tsv", 'query\tdoc\tnegatives\nq\td\t["a"\n', 2, "negatives", "malformed JSON array"),
+        (
+            "p.tsv",
+            'query\tdoc\tnegatives\nq\td\t["a"\n',
+            2,
+            "negatives",
+            "malformed JSON array: Expecting ',' delimiter at column 5 of the field",
+        ),
         ("p.tsv", "query\tdoc\tneg_1\tneg_3\nq\td\ta\tb\n", 1, "neg_2", "missing: negative col"),
         ("p.tsv", "label\tquery\tdoc\tneg_1\n1\tq\td\ta\n", 1, "label", "cannot be combined with"),
         (
@@ -301,6 +360,63 @@ def test_pair_parquet_missing_column_and_null(tmp_path):
     path.write_bytes(b"not parquet")
     with pytest.raises(DataError, match=where("p.parquet", None) + " not a readable Parquet"):
         load_pairs(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "problem"),
+    [
+        pytest.param(
+            "query\tdoc\tneg_" + "1" * 4400 + "\nq\td\ta\n",
+            1,
+            "neg_1",
+            "missing: negative columns must run neg_1..neg_K without gaps",
+            id="neg-column-number-too-long",
+        ),
+        pytest.param(
+            "query\tdoc\tnegatives\nq\td\t" + DEEP + "\n",
+            2,
+            "negatives",
+            "malformed JSON array: nested too deeply or an integer too long to read",
+            id="negatives-too-deep",
+        ),
+        pytest.param(
+            "query\tdoc\tnegatives\nq\td\t[" + "1" * 4400 + "]\n",
+            2,
+            "negatives",
+            "malformed JSON array: nested too deeply or an integer too long",
+            id="negatives-integer-too-long",
+        ),
+        pytest.param(
+            'query,"i\nd"\nq,7\n',
+            1,
+            "doc",
+            "missing column: the header has query, i\\nd",  # escaped: the message is one line
+            id="column-name-with-newline",
+        ),
+    ],
+)
+def test_pair_values_python_cannot_read_name_line_and_field(tmp_path, text, line, field, problem):
+    # The first three once ended in ValueError / RecursionError tracebacks.
+    path = tmp_path / ("p.csv" if "," in text.partition("\n")[0] else "p.tsv")
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=where(path.name, line, field) + " " + re.escape(problem)):
+        load_pairs(path)
+
+
+def test_pair_parquet_values_python_cannot_hold_and_duplicate_columns(tmp_path):
+    path = tmp_path / "p.parquet"
+    for name, values in [
+        ("when", pa.array([0, 2**31 - 1], pa.date32())),  # once an OverflowError
+        ("ts", pa.array([0, 2**62], pa.timestamp("us"))),
+    ]:
+        pq.write_table(pa.table({"query": ["q1", "q2"], "doc": ["d1", "d2"], name: values}), path)
+        with pytest.raises(DataError, match=where("p.parquet", 3, name) + " a .* value Python"):
+            load_pairs(path)
+        assert load_pairs(path, on_error="skip").queries == ["q1"]
+    columns = [pa.array(["q"]), pa.array(["d1"]), pa.array(["d2"])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["query", "doc", "doc"]), path)
+    with pytest.raises(DataError, match=where("p.parquet", 1, "doc") + " duplicate column"):
+        load_pairs(path)  # once kept one of the two silently
 
 
 def test_pair_skip_drops_counts_and_warns(tmp_path, caplog):

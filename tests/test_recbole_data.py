@@ -72,6 +72,11 @@ def test_read_atomic_separators(tmp_path):
         (f"{INTER}\n1\t2\t3\t4\t5\n", ":2: field 'timestamp': ", "wrong number of fields"),
         (f"{INTER}\n1\t2\t3\t4\n1\t2\tgood\t4\n", ":3: field 'rating': ", "not a number: 'good'"),
         ("a:token\tv:float_seq\nx\t1 y\n", ":2: field 'v': ", "not a number: 'y' (in '1 y')"),
+        # One field: a row with two was once cut to its first, silently.
+        ("item_id:token\ni1\ni2\tx\n", ":3: field 'item_id': ", "wrong number of fields"),
+        # A name with a control character is escaped, so the message stays one line.
+        ("x\x85y:token\nx\ty\n", ":2: field 'x\\x85y': ", "wrong number of fields"),
+        ("user_id:token\ritem_id:token\r1\t2\r", ":1: field 'user_id': ", "unknown type 'token\\r"),
     ],
 )
 def test_read_atomic_bad_input_names_file_line_and_field(tmp_path, content, where, problem):

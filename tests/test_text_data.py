@@ -228,3 +228,51 @@ def test_pair_files_refuse_a_format_setting(make_cfg, pair_files):
     )
     with pytest.raises(ConfigError, match="data.format='labelled': is not set for pair files"):
         train(cfg)
+
+
+@pytest.mark.parametrize("rows", [[("a b", "c d")], [("a b", "c d"), ("e f", "c d")]])
+def test_a_corpus_of_one_document_stops_with_a_data_error(make_cfg, tmp_path, rows):
+    # Uniform negatives need a second document; this once ended in a ValueError traceback.
+    path = write_table(tmp_path / "one.tsv", ["query", "doc"], rows)
+    cfg = make_cfg("data=pairs", f"data.train={path}", f"data.val={path}", "data.cache_dir=null")
+    with pytest.raises(DataError) as err:
+        train(cfg)
+    assert str(err.value) == (
+        f"{path}: the corpus has 1 document(s): negatives need at least 2 "
+        "(the corpus is every distinct document of the train, val and test files)"
+    )
+
+
+def test_a_beir_corpus_of_one_document_stops_with_a_data_error(beir_dir, tmp_path):
+    first = (beir_dir / "corpus.jsonl").read_text().splitlines()[0]
+    (beir_dir / "corpus.jsonl").write_text(first + "\n")
+    doc_id = json.loads(first)["_id"]
+    for split in ("train", "dev", "test"):
+        lines = (beir_dir / f"qrels/{split}.tsv").read_text().splitlines()
+        kept = [line for line in lines[1:] if line.split("\t")[1] == doc_id] or [
+            lines[1].split("\t")[0] + f"\t{doc_id}\t1"
+        ]
+        (beir_dir / f"qrels/{split}.tsv").write_text("\n".join([lines[0], *kept]) + "\n")
+    with pytest.raises(DataError, match=r"corpus.jsonl: the corpus has 1 document\(s\)"):
+        beir_dm(beir_dir, tmp_path / "cache")
+
+
+def test_pair_files_without_a_test_file_have_no_test_split(pair_files):
+    dm = PairFileDataModule(
+        TrigramTokenizer(),
+        train=str(pair_files["pairs"]),
+        val=str(pair_files["val"]),
+        cache_dir=None,
+    )
+    assert not dm.has_test  # known before setup
+    dm.setup("fit")
+    assert "test" not in dm.eval_splits and "test" not in dm.datasets
+    with pytest.raises(ConfigError, match="data.test=None: no test file"):
+        dm.test_dataloader()
+    with_test = PairFileDataModule(
+        TrigramTokenizer(),
+        train=str(pair_files["pairs"]),
+        val=str(pair_files["val"]),
+        test=str(pair_files["val"]),
+    )
+    assert with_test.has_test

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from twotower.data.files import printable
 from twotower.errors import DataError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
@@ -65,12 +66,13 @@ class AtomicTable:
 
     def error(self, row: int | None, name: str | None, problem: str) -> DataError:
         """A :class:`DataError` at row ``row`` (``None``: the header) of field ``name``."""
-        return DataError(self.path, 1 if row is None else int(self.lines[row]), name, problem)
+        line = 1 if row is None else int(self.lines[row])
+        return DataError(self.path, line, None if name is None else printable(name), problem)
 
     def require(self, name: str, types: tuple[str, ...], why: str) -> None:
         """Raise unless the header has field ``name`` of one of ``types``."""
         if name not in self.types:
-            fields = ", ".join(f"{n}:{t}" for n, t in self.types.items())
+            fields = printable(", ".join(f"{n}:{t}" for n, t in self.types.items()))
             raise self.error(None, name, f"missing from the header ({fields}); {why}")
         if self.types[name] not in types:
             expected = " or ".join(types)
@@ -117,8 +119,11 @@ def _decode(path: Path, data: bytes, separator: str) -> str:
         raw = data[start : end if end >= 0 else len(data)]
         column = len(raw[: e.start - start].decode("utf-8", "replace")) + 1
         index = raw.count(separator.encode("utf-8"), 0, e.start - start)
-        header = data[: data.find(b"\n")].decode("utf-8", "replace").split(separator)
+        first_end = data.find(b"\n")
+        header = data[: first_end if first_end >= 0 else len(data)]
+        header = header.decode("utf-8", "replace").split(separator)
         name = header[index].partition(":")[0].strip() if index < len(header) else None
+        name = None if name is None else printable(name)
         problem = f"not UTF-8 (byte 0x{data[e.start]:02x} at column {column})"
         raise DataError(path, number, name, problem) from None
 
@@ -128,15 +133,16 @@ def _header(path: Path, line: str, separator: str) -> dict[str, str]:
     types: dict[str, str] = {}
     for entry in line.split(separator):
         name, colon, kind = (part.strip() for part in entry.partition(":"))
+        shown = printable(name)  # a message stays one line, whatever the name holds
         if not name:
             raise DataError(path, 1, None, f"a header field without a name: {entry!r}")
         if not colon:
-            problem = f"no type: write {name}:token (types: {', '.join(TYPES)})"
-            raise DataError(path, 1, name, problem)
+            problem = f"no type: write {shown}:token (types: {', '.join(TYPES)})"
+            raise DataError(path, 1, shown, problem)
         if kind not in TYPES:
-            raise DataError(path, 1, name, f"unknown type {kind!r}: expected {', '.join(TYPES)}")
+            raise DataError(path, 1, shown, f"unknown type {kind!r}: expected {', '.join(TYPES)}")
         if name in types:
-            raise DataError(path, 1, name, "duplicate field name in the header")
+            raise DataError(path, 1, shown, "duplicate field name in the header")
         types[name] = kind
     return types
 
@@ -153,17 +159,18 @@ def _rows(
     width = len(names)
     odd = [i for i, n in enumerate(map(len, rows)) if n != width]
     if width == 1:  # a blank line splits into one empty field: the right width
-        odd = [i for i, r in enumerate(rows) if not r[0].strip()]
+        odd = sorted(odd + [i for i, r in enumerate(rows) if len(r) == 1 and not r[0].strip()])
     blank = []
     for i in odd:
         if not body[i].strip() and separator not in body[i]:
             blank.append(i)
         elif len(rows[i]) != width:
             problem = (
-                f"wrong number of fields: expected {width} ({', '.join(names)}), "
+                f"wrong number of fields: expected {width} ({printable(', '.join(names))}), "
                 f"found {len(rows[i])}"
             )
-            raise DataError(path, i + 2, names[min(len(rows[i]), width - 1)], problem)
+            name = printable(names[min(len(rows[i]), width - 1)])
+            raise DataError(path, i + 2, name, problem)
     if blank:
         keep = torch.ones(len(body), dtype=torch.bool)
         keep[blank] = False

@@ -9,8 +9,9 @@ Layout, as in https://github.com/beir-cellar/beir::
 A document's text is its title and text, each stripped, joined by one space (``"title text"``,
 as BEIR's own dense retrievers do), or whichever of the two is not blank. Ids are strings (JSON
 integers are converted with ``str``) without whitespace, so that a TREC run file can hold them.
-A query or document may carry several judgements; grade-0 rows are kept as judged
-non-relevant. A row repeating a judgement with the same grade is harmless and kept once.
+A query or document may carry several judgements. A grade is an integer of at most nine digits
+(``-1``, ``+2``, ``007``); grade-0 rows are kept as judged non-relevant. A row repeating a
+judgement with the same grade is harmless and kept once.
 
 With ``on_error="skip"`` every row-level problem (a non-UTF-8 byte, malformed JSON, a missing,
 duplicate or badly formed id, empty text, a bad qrels row or score, an unknown id) drops the
@@ -30,6 +31,7 @@ from twotower.errors import DataError
 
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
 _INT = re.compile(r"[+-]?[0-9]+")
+MAX_GRADE_DIGITS = 9  # |grade| < 10**9: far beyond any graded scale, and a float holds it
 
 
 @dataclass
@@ -153,8 +155,11 @@ def _read_qrels(
                 problem = f"unknown document id {doc_id!r}: not in corpus.jsonl"
                 raise RowError(path, line, "corpus-id", problem, "unknown corpus-id")
             if not _INT.fullmatch(score):
-                problem = f"not an integer grade: {score!r}"
+                problem = f"not an integer grade: {score[:40]!r}"
                 raise RowError(path, line, "score", problem, "non-integer score")
+            if len(score.lstrip("+-").lstrip("0")) > MAX_GRADE_DIGITS:
+                problem = f"grade out of range: more than {MAX_GRADE_DIGITS} digits"
+                raise RowError(path, line, "score", problem, "score out of range")
             grade = int(score)
             earlier = qrels.get(query_id, {}).get(doc_id, grade)
             if earlier != grade:

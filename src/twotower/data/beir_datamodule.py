@@ -57,6 +57,8 @@ class BeirDataModule(RetrievalDataModule):
         **kwargs: see :class:`~twotower.data.base.RetrievalDataModule`.
     """
 
+    has_test = True  # test_split names a qrels file, which must exist
+
     def __init__(
         self,
         tokenizer: Tokenizer,
@@ -102,6 +104,9 @@ class BeirDataModule(RetrievalDataModule):
         """Read, fit the tokenizer and encode: the part worth caching."""
         splits = ("train", self.val_split, self.test_split)
         data = load_beir(self.dir, splits=splits, on_error=self.on_error)
+        if (n_docs := len(data.corpus_ids)) < 2:  # uniform_negatives draws from the others
+            problem = f"the corpus has {n_docs} document(s): negatives need at least 2"
+            raise DataError(self.dir / "corpus.jsonl", None, None, problem)
         query_index = {q: i for i, q in enumerate(data.query_ids)}
         if not self.tokenizer.is_fitted:  # train queries and the corpus; dev / test unseen
             train = [data.query_texts[query_index[q]] for q in data.qrels["train"]]

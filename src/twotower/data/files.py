@@ -18,7 +18,7 @@ import csv
 import itertools
 import json
 import logging
-import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +28,6 @@ from twotower.errors import DataError, check_choice
 EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 ON_ERROR = ("raise", "skip")
 _BOM = b"\xef\xbb\xbf"
-_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
 # Whole web pages exceed csv's default field limit of 128 KiB.
 csv.field_size_limit(2**31 - 1)
@@ -54,6 +53,15 @@ OnBadRow = Callable[[RowError], None]
 
 def _raise(err: RowError) -> None:
     raise err
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (CR, LF, ...) escaped, so a message stays one line.
+
+    >>> printable("query\\r")
+    'query\\\\r'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class SkipLog:
@@ -149,6 +157,7 @@ def _decode(path: Path, line: int, raw: bytes, field_of: Callable[[str], str | N
     except UnicodeDecodeError as e:
         column = len(raw[: e.start].decode("utf-8")) + 1  # in characters, as an editor counts
         field = field_of(raw.decode("utf-8", "replace"))
+        field = None if field is None else printable(field)
         problem = f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {column})"
         raise RowError(path, line, field, problem, "not UTF-8") from None
 
@@ -169,25 +178,33 @@ def _jsonl_rows(path: Path, handle: OnBadRow) -> Iterator[tuple[int, dict]]:
 
 
 def _json_object(path: Path, line: int, raw: bytes) -> dict:
-    text = _decode(path, line, raw, _bad_json_field)
+    text = _decode(path, line, raw, _bad_json_field).rstrip("\r\n")  # one line: lineno is 1
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        # The key whose value was being read when parsing failed is the best guess at the field.
-        keys = _JSON_KEY.findall(text, 0, e.pos)
-        problem = f"malformed JSON: {e.msg} (column {e.colno})"
-        raise RowError(path, line, keys[-1] if keys else None, problem, "malformed JSON") from None
+    except ValueError as e:
+        raise RowError(path, line, None, _json_problem(e), "malformed JSON") from None
+    except RecursionError:
+        problem = "malformed JSON: nested too deeply to read"
+        raise RowError(path, line, None, problem, "malformed JSON") from None
     if not isinstance(obj, dict):
-        got = _JSON_TYPES.get(type(obj), json.dumps(obj))
+        got = _JSON_TYPES.get(type(obj)) or json.dumps(obj)
         raise RowError(path, line, None, f"not a JSON object: got {got}", "not a JSON object")
     return obj
+
+
+def _json_problem(e: ValueError) -> str:
+    """What is wrong, and where on the line: the column, in characters, of a syntax error."""
+    if isinstance(e, json.JSONDecodeError):  # "Unterminated string starting at column 9"
+        return f"malformed JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    # int() refuses longer digit strings (CVE-2020-10735); json.loads raises a bare ValueError.
+    return f"malformed JSON: an integer with more than {sys.get_int_max_str_digits()} digits"
 
 
 def _bad_json_field(text: str) -> str | None:
     """The first key whose value holds a replaced (undecodable) byte."""
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -224,10 +241,13 @@ def _parquet_table(path: Path, required: Sequence[str], handle: OnBadRow):
 
     try:
         parquet = pq.ParquetFile(path)
+        columns = list(parquet.schema_arrow.names)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(path, None, None, f"not a readable Parquet file: {e}") from None
-    columns = list(parquet.schema_arrow.names)
+        raise DataError(path, None, None, f"not a readable Parquet file: {_one_line(e)}") from None
     _check_columns(path, columns, required, "the file has columns")
+    duplicate = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if duplicate is not None:
+        raise DataError(path, 1, printable(duplicate), "duplicate column in the schema")
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         line = 1
@@ -236,13 +256,13 @@ def _parquet_table(path: Path, required: Sequence[str], handle: OnBadRow):
             try:
                 batch = next(batches, None)
             except (pa.ArrowException, OSError) as e:
-                problem = f"unreadable Parquet data after row {line - 1}: {e}"
+                problem = f"unreadable Parquet data after row {line - 1}: {_one_line(e)}"
                 raise DataError(path, None, None, problem) from None
             if batch is None:
                 return
-            for row in batch.to_pylist():
+            for row in _parquet_rows(path, line, batch):
                 line += 1
-                err = _missing(path, line, row, required)
+                err = row if isinstance(row, RowError) else _missing(path, line, row, required)
                 if err is None:
                     yield line, row
                 else:
@@ -251,10 +271,38 @@ def _parquet_table(path: Path, required: Sequence[str], handle: OnBadRow):
     return columns, rows()
 
 
+def _parquet_rows(path: Path, line: int, batch) -> Iterator[dict[str, Any] | RowError]:
+    """The rows of a record batch as dicts; a RowError for a row that Python cannot hold
+    (a timestamp past year 9999), the batch's first row being on line ``line + 1``."""
+    try:
+        rows = batch.to_pylist()
+    except (ArithmeticError, ValueError):  # OverflowError; the slow path finds row and column
+        rows = None
+    if rows is not None:
+        yield from rows
+        return
+    columns = batch.schema.names
+    for i in range(batch.num_rows):
+        row: dict[str, Any] = {}
+        err = None
+        for name, column in zip(columns, batch.columns, strict=True):
+            try:
+                row[name] = column[i].as_py()
+            except (ArithmeticError, ValueError) as e:
+                problem = f"a {column.type} value Python cannot hold: {_one_line(e)}"
+                err = RowError(path, line + i + 1, printable(name), problem, "unreadable value")
+                break
+        yield row if err is None else err
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
 def _check_columns(path: Path, columns: list[str], required: Sequence[str], has: str) -> None:
     missing = [name for name in required if name not in columns]
     if missing:
-        problem = f"missing column: {has} {', '.join(columns) or '(none)'}"
+        problem = f"missing column: {has} {printable(', '.join(columns)) or '(none)'}"
         raise DataError(path, 1, missing[0], problem)
 
 
@@ -352,13 +400,12 @@ def _header(path: Path, reader: Iterator[list[str]], kind: str, required: Sequen
     _check_columns(path, columns, required, "the header has")
     duplicate = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
     if duplicate is not None:
-        raise DataError(path, 1, duplicate, "duplicate column in the header")
+        raise DataError(path, 1, printable(duplicate), "duplicate column in the header")
     return columns
 
 
 def _width_error(path: Path, line: int | None, columns: list[str], values: list[str]) -> RowError:
-    field = columns[len(values)] if len(values) < len(columns) else None
-    problem = (
-        f"wrong column count: expected {len(columns)} ({', '.join(columns)}), found {len(values)}"
-    )
+    field = printable(columns[len(values)]) if len(values) < len(columns) else None
+    names = printable(", ".join(columns))
+    problem = f"wrong column count: expected {len(columns)} ({names}), found {len(values)}"
     return RowError(path, line, field, problem, "wrong column count")

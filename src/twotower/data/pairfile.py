@@ -114,13 +114,14 @@ def load_pairs(path: str | Path, on_error: str = "raise") -> PairData:
 
 def _detect(path: str | Path, columns: list[str]) -> tuple[str, list[str]]:
     """The format and the ``neg_k`` columns in order, from the column names."""
-    numbers = sorted(int(m[1]) for c in columns if (m := _NEG.fullmatch(c)))
-    gap = next((k for k in range(1, len(numbers) + 1) if k not in numbers), None)
+    # Compared as text: int() refuses a digit string over 4300 digits (neg_111...1).
+    found = [c for c in columns if _NEG.fullmatch(c)]
+    neg_columns = [f"neg_{k}" for k in range(1, len(found) + 1)]
+    gap = next((c for c in neg_columns if c not in found), None)
     if gap is not None:
-        found = ", ".join(f"neg_{k}" for k in numbers)
-        problem = f"missing: negative columns must run neg_1..neg_K without gaps (found {found})"
-        raise DataError(path, 1, f"neg_{gap}", problem)
-    neg_columns = [f"neg_{k}" for k in numbers]
+        shown = ", ".join(sorted(found, key=lambda c: (len(c), c)))[:200]
+        problem = f"missing: negative columns must run neg_1..neg_K without gaps (found {shown})"
+        raise DataError(path, 1, gap, problem)
     if neg_columns and "negatives" in columns:
         raise DataError(path, 1, "negatives", "cannot be combined with neg_1..neg_K columns")
     if "label" in columns and (neg_columns or "negatives" in columns):
@@ -172,8 +173,14 @@ def _negative_list(path: str | Path, line: int, value: Any) -> list[str]:
     if isinstance(value, str):  # TSV / CSV hold the list as a JSON array
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as e:
-            problem = f"malformed JSON array: {e.msg} (column {e.colno})"
+        except (ValueError, RecursionError) as e:
+            if isinstance(e, json.JSONDecodeError):
+                where = f"at column {e.colno} of the field"
+                if e.lineno > 1:  # a quoted CSV field may hold line breaks
+                    where = f"at line {e.lineno}, column {e.colno} of the field"
+                problem = f"malformed JSON array: {e.msg.removesuffix(' at')} {where}"
+            else:  # RecursionError, or int() refusing over 4300 digits
+                problem = "malformed JSON array: nested too deeply or an integer too long to read"
             raise RowError(path, line, "negatives", problem, "malformed JSON") from None
     if value is None:
         raise RowError(path, line, "negatives", "missing", "missing negatives")

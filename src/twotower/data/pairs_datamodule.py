@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from twotower.data.base import EvalSplit, RetrievalDataModule, rows_dataset, uniform_negatives
 from twotower.data.batches import TextPairDataset
@@ -36,7 +37,8 @@ class PairFileDataModule(RetrievalDataModule):
 
     Args:
         tokenizer: fitted on the training queries and the corpus unless already fitted.
-        train, val, test: the files; ``test`` may be ``None`` (then ``run_test=false``).
+        train, val, test: the files; ``test`` may be ``None``: then there is no test split
+            (:attr:`has_test` is false, ``eval_splits`` and ``datasets`` have no ``"test"``).
         on_error: ``raise`` or ``skip`` bad rows (skips are printed and logged).
         cache_dir: where prepared data is cached; ``None`` disables the cache.
         **kwargs: see :class:`~twotower.data.base.RetrievalDataModule`; ``format`` is not
@@ -68,6 +70,11 @@ class PairFileDataModule(RetrievalDataModule):
         self._format: str | None = None
 
     @property
+    def has_test(self) -> bool:
+        """Whether a test file is set; known before :meth:`setup`."""
+        return bool(self.files["test"])
+
+    @property
     def train_format(self) -> str:
         """Detected from the training file's columns (after :meth:`setup`)."""
         if self._format is None:
@@ -93,6 +100,12 @@ class PairFileDataModule(RetrievalDataModule):
             if data.negatives is not None:
                 row["neg"] = [_intern(negs, docs) for negs in data.negatives]
             rows[stage] = row
+        if len(docs) < 2:  # uniform_negatives draws each row's negatives from the others
+            problem = (
+                f"the corpus has {len(docs)} document(s): negatives need at least 2 "
+                "(the corpus is every distinct document of the train, val and test files)"
+            )
+            raise DataError(paths["train"], None, None, problem)
         if not self.tokenizer.is_fitted:
             train_queries = sorted(set(files["train"].queries), key=queries.__getitem__)
             self.tokenizer.fit(train_queries + list(docs))
@@ -150,6 +163,12 @@ class PairFileDataModule(RetrievalDataModule):
             neg = uniform_negatives(d, len(self.corpus), self.num_negatives, seed, query=q)
         fmt = self._format if stage == "train" else "presampled"
         return rows_dataset(queries, self.corpus, q, d, neg, fmt, self.labelled_negatives)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        if not self.has_test:  # the base class's message would blame setup()
+            problem = "no test file, so there is no test split: skip the test stage"
+            raise ConfigError("data.test", self.files["test"], problem)
+        return super().test_dataloader()
 
     def _eval_split(self, row: dict[str, Any], queries: TokenStore) -> EvalSplit:
         labels = row.get("label") or [1.0] * len(row["query"])
