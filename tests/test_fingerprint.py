@@ -149,3 +149,18 @@ def test_a_query_with_no_known_token_warns(exports):
         f"twotower: warning: query {UNKNOWN_QUERY!r}: no token in the vocabulary "
         "(every token is unknown); its results are arbitrary"
     ]
+
+
+def test_warnings_point_at_the_callers_line(exports, tmp_path):
+    retriever = TwoTowerRetriever.load(exports["a"])
+    for call in (retriever.search, retriever.encode):
+        with pytest.warns(UserWarning, match="no token in the vocabulary") as record:
+            call([UNKNOWN_QUERY])
+        assert record[0].filename == __file__, (call.__name__, record[0].filename)
+    old = copy_export(exports["a"], tmp_path / "old")
+    meta = json.loads((old / "index" / "index.json").read_text())
+    del meta["fingerprint"]
+    (old / "index" / "index.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="no fingerprint") as record:
+        TwoTowerRetriever.load(old)
+    assert record[0].filename == __file__

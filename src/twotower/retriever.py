@@ -180,9 +180,12 @@ class TwoTowerRetriever:
             manifest["max_word_tokens"],
         )
 
-    @torch.inference_mode()
     def encode(self, queries: list[str]) -> Tensor:
         """Search-ready query vectors ``(Q, d)``; warns for a query with no known token."""
+        return self._encode(queries, stacklevel=3)
+
+    def _encode(self, queries: list[str], stacklevel: int) -> Tensor:
+        """:meth:`encode`, its warnings attributed ``stacklevel`` frames up (the user's call)."""
         store, _ = self.tokenizer.encode_store(queries, self.max_query_words, self.max_word_tokens)
         tokens = store.padded()  # (Q, W, T)
         known = (tokens > UNK).flatten(1).any(1)  # (Q,): any id that is neither pad nor unknown
@@ -191,15 +194,17 @@ class TwoTowerRetriever:
             warnings.warn(
                 f"query {queries[i]!r}: no token in the vocabulary (every token is unknown); "
                 "its results are arbitrary",
-                stacklevel=2,
+                stacklevel=stacklevel,
             )
-        return self.similarity.prepare(self.query_tower(tokens)).float()
+        with torch.inference_mode():
+            return self.similarity.prepare(self.query_tower(tokens)).float()  # (Q, d)
 
     def search(self, queries: list[str] | str, k: int = 10) -> list[list[Hit]]:
         """The top-``k`` documents of each query, best first."""
         if isinstance(queries, str):
             queries = [queries]
-        scores, indices = self.index.search(self.encode(queries), k)  # (Q, k), (Q, k)
+        vectors = self._encode(queries, stacklevel=3)  # (Q, d)
+        scores, indices = self.index.search(vectors, k)  # (Q, k), (Q, k)
         results = []
         for row_i, row_s in zip(indices.tolist(), scores.tolist(), strict=True):
             ranked = enumerate(zip(row_i, row_s, strict=True), start=1)
