@@ -9,6 +9,7 @@ directory (:func:`resume_target`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -91,10 +92,20 @@ def newest_run(roots: tuple[str, ...] = RUN_ROOTS) -> Path | None:
 def resume_target(ckpt_path: str | None) -> Resume | None:
     """What ``ckpt_path`` resumes: ``last`` (the newest run), a run directory, or a
     checkpoint inside one. ``None`` for no ``ckpt_path`` or a checkpoint outside any run
-    (training starts a new run from its weights)."""
+    (training starts a new run from its weights).
+
+    Found once per process and directory: Hydra's run directory, the composed config and
+    the fit must name the same run even if another run writes a newer ``last.ckpt``
+    meanwhile.
+    """
+    return _resume_target(str(ckpt_path) if ckpt_path else None, os.getcwd())
+
+
+@functools.cache
+def _resume_target(ckpt_path: str | None, cwd: str) -> Resume | None:
     if not ckpt_path:
         return None
-    path = Path(str(ckpt_path))
+    path = Path(ckpt_path)
     if str(ckpt_path) == "last":
         run = newest_run()
         if run is None:
