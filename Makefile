@@ -66,25 +66,25 @@ tensorboard: setup ## TensorBoard over the latest sweep or ablation (LOGDIR=...,
 	apt-get update -qq && apt-get install -y -qq dict-gcide
 
 $(GCIDE)/corpus.jsonl: /usr/share/dictd/gcide.index | setup
-	$(PY) -m twotower.data.gcide --dictd /usr/share/dictd --out $(GCIDE)
+	$(PY) -m prepare.gcide --dictd /usr/share/dictd --out $(GCIDE)
 
 data-gcide: $(GCIDE)/corpus.jsonl ## build the GCIDE reverse-dictionary set (BEIR) in data/gcide
 
 data/ml-100k/ml-100k.inter: | setup
-	$(PY) -m twotower.data.ml100k --out data/ml-100k
+	$(PY) -m prepare.ml100k --out data/ml-100k
 
 data-ml100k: data/ml-100k/ml-100k.inter ## MovieLens-100K (RecBole atomic files, from the recbole wheel)
 
 bench-ml100k: data-ml100k ## feature / ID two-towers, MF-BPR and Pop on ml-100k, 3 seeds: one table
-	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.bench.ml100k --data data/ml-100k \
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m bench.ml100k --data data/ml-100k \
 		--out experiments/reports/ml100k $(BENCH_ARGS)
 
 bench-gcide: setup-bench data-gcide ## DSSM, CDSSM, LSTM and baselines on GCIDE: one table
-	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m twotower.bench.gcide --data $(GCIDE) \
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m bench.gcide --data $(GCIDE) \
 		--out experiments/reports/gcide $(BENCH_ARGS)
 
 bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 10k queries
-	$(PY) -m twotower.bench.search_speed --out experiments/reports/bench-eval \
+	$(PY) -m bench.search_speed --out experiments/reports/bench-eval \
 		--threads $(TORCH_THREADS) $(BENCH_ARGS)
 
 # One target per experiments/ablate-*.yaml: its grid over its seeds, then its report.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import OmegaConf
 
-from twotower.train import CONF_DIR
+from twotower.config_check import CONF_DIR
 
 
 def options(group: str) -> list[str]:

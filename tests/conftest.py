@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from twotower.train import CONF_DIR
+from twotower.config_check import CONF_DIR
 
 # Tiny data and short runs: each end-to-end run takes a second or two on one core.
 TINY = [
@@ -58,7 +58,7 @@ def write_beir(directory, num_docs: int = 120, seed: int = 0):
     import json
     from pathlib import Path
 
-    from twotower.data.synthetic import SyntheticGenerator
+    from twotower.data.components.generator import SyntheticGenerator
 
     data = SyntheticGenerator(
         num_docs=num_docs,

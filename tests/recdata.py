@@ -113,8 +113,8 @@ def benchmark_parts(rows: list[Interaction]) -> list[int]:
 
 def recbole_datamodule(directory: str | Path, tokenizer=None, **options):
     """A :class:`RecBoleDataModule` over ``{directory}/toy.*`` with small batches."""
-    from twotower.data.recbole_datamodule import RecBoleDataModule
-    from twotower.data.tokenizers import TrigramTokenizer
+    from twotower.data.components.tokenizers import TrigramTokenizer
+    from twotower.data.recbole import RecBoleDataModule
 
     options = {"name": "toy", "batch_size": 16, "eval_batch_size": 16, **options}
     return RecBoleDataModule(tokenizer or TrigramTokenizer(), dir=str(directory), **options)

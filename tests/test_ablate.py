@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from twotower.ablate import command, load, variant_config, write_variants
+from twotower.config_check import CONF_DIR
 from twotower.errors import ConfigError
-from twotower.train import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sparse
 import torch
 
-from twotower.bench import baselines
-from twotower.bench.baselines import BASELINES, bm25_search, minilm_search, tfidf_search
+from bench import baselines
+from bench.baselines import BASELINES, bm25_search, minilm_search, tfidf_search
 from twotower.errors import ConfigError
 
 CORPUS = [

@@ -1,6 +1,6 @@
 """The GCIDE benchmark's table: best values in bold, baselines without training time."""
 
-from twotower.bench.gcide import METRICS, table
+from bench.gcide import METRICS, table
 
 
 def test_table_marks_the_best_of_each_metric():
@@ -21,8 +21,8 @@ def test_table_marks_the_best_of_each_metric():
 
 
 def test_ml100k_rows_are_mean_and_std_over_seeds_with_the_best_in_bold():
-    from twotower.bench.ml100k import KS, summarise
-    from twotower.bench.ml100k import table as ml_table
+    from bench.ml100k import KS, summarise
+    from bench.ml100k import table as ml_table
 
     def result(value, seconds):
         names = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit", "precision") for k in KS]

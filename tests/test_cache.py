@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from twotower.data.cache import cache_key, cached
+from twotower.data.components.cache import cache_key, cached
 
 # A builder process: waits for the "go" file so both processes race into cached() together,
 # builds slowly (so the other one arrives mid-build), and logs each build to builds.log.
@@ -19,7 +19,7 @@ BUILDER = """
 import os, sys, time
 from pathlib import Path
 import torch
-from twotower.data.cache import cached
+from twotower.data.components.cache import cached
 
 root, name = Path(sys.argv[1]), sys.argv[2]
 (root / f"ready-{name}").touch()

@@ -14,12 +14,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-import twotower.train
+import twotower.build
 from tests.conftest import TINY, write_beir
 from tests.recdata import inter_lines, toy_interactions, write_lines
-from twotower.config_check import check_config, check_node, target_nodes
+from twotower.build import build_for_data, instantiate
+from twotower.config_check import CONF_DIR, check_config, check_node, target_nodes
 from twotower.errors import ConfigError
-from twotower.train import CONF_DIR, build, build_module, train
+from twotower.train import train
 
 # +sweep=<name> and +launcher=<name> choose Hydra plugins: test_sweep.py composes and builds them.
 ELSEWHERE = {"sweep", "launcher"}
@@ -115,14 +116,14 @@ def build_everything(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> None:
 
     def recorded(node: DictConfig, key: str, **kwargs):
         built.append(key)
-        return build(node, key, **kwargs)
+        return instantiate(node, key, **kwargs)
 
-    monkeypatch.setattr(twotower.train, "build", recorded)  # what build_module builds, too
+    monkeypatch.setattr(twotower.build, "instantiate", recorded)  # what build_for_data builds, too
     check_config(cfg)  # every _target_ imports and takes every key it is given
     datamodule = recorded(cfg.data, "data", tokenizer=recorded(cfg.tokenizer, "tokenizer"))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)  # towers of the data's sizes, negatives, loss ...
+    module = build_for_data(cfg, datamodule)  # towers of the data's sizes, negatives, loss ...
     module.configure_optimizers()  # calls the _partial_ optimizer and scheduler
     callbacks = [recorded(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
     logger = recorded(cfg.logger, "logger") if cfg.get("logger") else False
@@ -151,7 +152,7 @@ def check_option(
         for name in INDEX_CONFIGS:
             cfg = compose_cfg(name, *extra, f"index={option}", "ckpt=x", "out=y")
             check_config(cfg)
-            index = build(cfg.index, "index").build(docs)
+            index = instantiate(cfg.index, "index").build(docs)
             assert index.kind == option and index.search(docs[:2], 3)[1].shape == (2, 3)
         return
     overrides = [*extra, f"{group}={option}", f"paths.output_dir={tmp_path}"]
@@ -206,7 +207,7 @@ def test_tower_choice_sets_both_sides_and_doc_side_can_differ(make_cfg):
 
 
 def test_tower_values_reach_the_document_tower(make_cfg):
-    from twotower.train import doc_tower_config
+    from twotower.build import doc_tower_config
 
     cfg = make_cfg("tower=cnn", "tower.num_filters=7")
     assert doc_tower_config(cfg).num_filters == 7  # not the CNN default

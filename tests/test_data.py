@@ -9,10 +9,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from twotower.data.batches import TextPairDataset, collate, labelled_rows
-from twotower.data.datamodule import SyntheticDataModule
-from twotower.data.synthetic import SyntheticGenerator
-from twotower.data.tokenizers import TrigramTokenizer, WordTokenizer, tokenizer_from_state
+from twotower.data.components.batches import TextPairDataset, collate, labelled_rows
+from twotower.data.components.generator import SyntheticGenerator
+from twotower.data.components.tokenizers import (
+    TrigramTokenizer,
+    WordTokenizer,
+    tokenizer_from_state,
+)
+from twotower.data.synthetic import SyntheticDataModule
 from twotower.errors import ConfigError
 
 SMALL = {"num_docs": 200, "num_topics": 4, "stems_per_topic": 20, "queries_per_doc": 2}

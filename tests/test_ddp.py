@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from twotower.train import build_module
+from twotower.build import build_for_data
 
 LOCAL_BATCH = 16
 COMMON = [
@@ -54,7 +54,7 @@ def test_ddp_gathers_candidates_and_matches_one_process(make_cfg, tmp_path):
     pl.seed_everything(cfg.seed)
     dm = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
     dm.setup("fit")
-    module = build_module(cfg, dm)
+    module = build_for_data(cfg, dm)
     batch = dm.datasets["train"].__getitems__(list(range(2 * LOCAL_BATCH)))
     loss, cands, _, _ = module.model_step(batch)
 

@@ -9,12 +9,14 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from twotower.checkpoint import load_module
-from twotower.data.beir_datamodule import BeirDataModule
+from twotower.config_check import CONF_DIR
+from twotower.data.beir import BeirDataModule
 from twotower.evaluate import run as evaluate_run
 from twotower.export import export
+from twotower.retrieval.evaluation import CorpusEvaluator
 from twotower.retrieval.runfile import read_run
-from twotower.retriever import TwoTowerRetriever
-from twotower.train import CONF_DIR, train
+from twotower.serving import TwoTowerRetriever
+from twotower.train import train
 
 
 def compose_cfg(name, *overrides):
@@ -99,7 +101,9 @@ def test_export_reload_and_search_match_evaluation(trained, tmp_path):
     assert tokenizer.state_dict() == dm.tokenizer.state_dict()  # fitted: not fitted again
     # Exported document vectors equal what the module computes.
     exported = torch.load(out / "doc_embeddings.pt", weights_only=True)["embeddings"]
-    torch.testing.assert_close(exported, module.embed(dm.corpus, "doc"), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        exported, CorpusEvaluator().encode(module, dm.corpus, "doc"), rtol=0, atol=1e-6
+    )
     # The retriever's top-10 for the test queries equals the evaluation run file's.
     retriever = TwoTowerRetriever.load(out)
     run = read_run(trained["root"] / "out" / "run.test.trec")
@@ -140,3 +144,22 @@ def test_search_cli_prints_the_top_documents(trained, tmp_path):
     assert done.returncode == 0, done.stderr
     top = TwoTowerRetriever.load(out).search(query, k=3)[0]
     assert all(h.doc_id in done.stdout for h in top)
+
+
+def test_a_checkpoint_saved_before_the_modules_moved_still_loads(trained, tmp_path):
+    """Checkpoints keep class paths (data, negatives, tokenizer): the 0.1.0 ones still load."""
+    ckpt = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)
+    hparams = ckpt["hyper_parameters"]
+    hparams["config"]["data"]["_target_"] = "twotower.data.beir_datamodule.BeirDataModule"
+    hparams["config"]["negatives"] = {"_target_": "twotower.negatives.mixed.MixedNegatives"}
+    cls = hparams["tokenizer_state"]["class"].rsplit(".", 1)[1]
+    hparams["tokenizer_state"]["class"] = f"twotower.data.tokenizers.{cls}"
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    module, tokenizer, cfg = load_module(old)
+    assert cfg.data._target_ == "twotower.data.beir.BeirDataModule"
+    assert type(module.negatives).__name__ == "InBatchNegatives"
+    assert type(tokenizer).__name__ == cls
+    result = evaluate_run(compose_cfg("evaluate", f"ckpt={old}", f"out={tmp_path / 'e'}"))
+    new = evaluate_run(compose_cfg("evaluate", f"ckpt={trained['ckpt']}", f"out={tmp_path / 'n'}"))
+    assert result["metrics"] == pytest.approx(new["metrics"], abs=1e-6)

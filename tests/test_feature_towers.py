@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from twotower.data.features import Feature
+from twotower.data.components.features import Feature
 from twotower.errors import ConfigError
 from twotower.towers.cnn import CNNTower
 from twotower.towers.features.bag import BagEncoder

@@ -13,12 +13,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from twotower.data.tokenizers import UNK, WordTokenizer
+from twotower.config_check import CONF_DIR
+from twotower.data.components.tokenizers import UNK, WordTokenizer
 from twotower.errors import DataError
 from twotower.export import export
-from twotower.retriever import TwoTowerRetriever, fingerprint, load_doc_embeddings
+from twotower.serving import TwoTowerRetriever, fingerprint, load_doc_embeddings
 from twotower.towers.mlp import MLPTower
-from twotower.train import CONF_DIR, train
+from twotower.train import train
 
 UNKNOWN_QUERY = "qxqxq zvzvz"  # no trigram of it occurs in the synthetic corpus
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from twotower.retrieval.evaluation import evaluate
+from twotower.retrieval.exact import exact_search
 from twotower.retrieval.ranking import Qrels
-from twotower.retrieval.search import exact_search
 
 USERS = torch.eye(2)
 ITEMS = torch.tensor(

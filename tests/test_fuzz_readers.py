@@ -35,10 +35,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from twotower.data.atomic import TYPES, read_atomic
-from twotower.data.beir import QRELS_COLUMNS, load_beir
-from twotower.data.files import RowError, printable
-from twotower.data.pairfile import load_pairs
+from twotower.data.readers.atomic import TYPES, read_atomic
+from twotower.data.readers.beir import QRELS_COLUMNS, load_beir
+from twotower.data.readers.files import RowError, printable
+from twotower.data.readers.pairs import load_pairs
 from twotower.errors import DataError
 
 SECONDS_PER_CASE = 10  # a reader that takes longer on a file of a few lines hangs

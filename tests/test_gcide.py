@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twotower.data.gcide import _B64, COUNTS, build, clean_sense, main, mask, split_of
+from prepare.gcide import _B64, COUNTS, build, clean_sense, main, mask, split_of
 
 # (index words, entry text); entries are concatenated in this order, as in a .dict file
 ENTRIES = [

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalMRR, RetrievalRecall
 
-from twotower.metrics import Accuracy, RankingMetrics, per_query
+from twotower.batch_metrics import Accuracy, RankingMetrics, per_query
 from twotower.negatives import Candidates
 
 

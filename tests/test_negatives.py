@@ -5,6 +5,7 @@ import torch
 
 from twotower.data.base import Catalogue
 from twotower.errors import ConfigError
+from twotower.losses.listwise_softmax import ListwiseSoftmaxLoss
 from twotower.negatives import InBatchNegatives, PresampledNegatives, SampledNegatives
 from twotower.similarity import Similarity
 
@@ -24,7 +25,7 @@ def bound(neg, pairs):
     """``neg`` bound to training positives ``pairs`` (query, doc) over 16 documents."""
     query = torch.tensor([q for q, _ in pairs], dtype=torch.long)
     doc = torch.tensor([d for _, d in pairs], dtype=torch.long)
-    neg.bind(Catalogue(None, torch.ones(16), query, doc))
+    neg.bind(Catalogue(range(16), query, doc))
     return neg
 
 
@@ -120,7 +121,7 @@ def test_sampled_draws_uniformly():
 
 def test_sampled_negatives_must_be_fewer_than_the_batch():
     with pytest.raises(ConfigError, match="num_negatives=8: must be < data.batch_size"):
-        SampledNegatives(8).check_batch_size(8)
+        SampledNegatives(8).check(ListwiseSoftmaxLoss(), "pairs", 8)
     with pytest.raises(ConfigError, match="num_negatives"):
         SampledNegatives(0)
 

@@ -11,7 +11,6 @@ from twotower.errors import ConfigError
 from twotower.losses.listwise_softmax import ListwiseSoftmaxLoss
 from twotower.negatives import (
     InBatchNegatives,
-    MixedNegatives,
     StreamingFrequency,
     UniformNegatives,
 )
@@ -34,13 +33,23 @@ class IdStore:
         return rows
 
 
+NOBODY = 10**6  # a user no batch holds: owns the positives that only make up item counts
+
+
 def catalogue(n_items, counts=None, history=()):
-    """``history``: the training positives as (user, item) pairs."""
-    users = torch.tensor([u for u, _ in history], dtype=torch.long)
-    items = torch.tensor([i for _, i in history], dtype=torch.long)
-    if counts is None:
-        counts = torch.bincount(items, minlength=n_items)
-    return Catalogue(IdStore(n_items), torch.as_tensor(counts).double(), users, items)
+    """``history``: the training positives as (user, item) pairs; ``counts``: the items'
+    training counts, made up by positives of user ``NOBODY`` beyond ``history``'s."""
+    pairs = list(history)
+    if counts is not None:
+        have = torch.bincount(
+            torch.tensor([i for _, i in pairs], dtype=torch.long), minlength=n_items
+        )
+        extra = torch.as_tensor(counts).long() - have
+        assert (extra >= 0).all() and (extra == torch.as_tensor(counts) - have).all()
+        pairs += [(NOBODY, i) for i in range(n_items) for _ in range(int(extra[i]))]
+    users = torch.tensor([u for u, _ in pairs], dtype=torch.long)
+    items = torch.tensor([i for _, i in pairs], dtype=torch.long)
+    return Catalogue(IdStore(n_items), users, items)
 
 
 def one_hot(ids):
@@ -85,7 +94,7 @@ def test_strategies_that_need_the_data_say_so():
     for neg in (InBatchNegatives(logq="counted"), InBatchNegatives(mask_history=True)):
         with pytest.raises(RuntimeError, match="call bind"):
             neg(q, d, batch, DOT, one_hot)
-    for neg in (MixedNegatives(4), UniformNegatives(2)):
+    for neg in (mixed(num_uniform=4), UniformNegatives(2)):
         with pytest.raises(RuntimeError, match="call bind"):
             neg(q, d, batch, DOT, one_hot)
 
@@ -93,15 +102,20 @@ def test_strategies_that_need_the_data_say_so():
 def test_bad_options_fail_when_built():
     with pytest.raises(ConfigError, match="logq='count'"):
         InBatchNegatives(logq="count")
-    with pytest.raises(ConfigError, match="num_uniform=0"):
-        MixedNegatives(num_uniform=0)
+    with pytest.raises(ConfigError, match="num_uniform=-1"):
+        mixed(num_uniform=-1)
     with pytest.raises(ConfigError, match="alpha=0"):
-        MixedNegatives(logq="streaming", alpha=0)
+        mixed(logq="streaming", alpha=0)
     with pytest.raises(ConfigError, match="num_negatives=0"):
         UniformNegatives(num_negatives=0)
 
 
 # -- mixed and uniform ------------------------------------------------------------------------
+def mixed(**options) -> InBatchNegatives:
+    """``negatives=mixed`` (conf/negatives/mixed.yaml): in-batch, uniform draws, history masked."""
+    return InBatchNegatives(mask_history=True, **options)
+
+
 class Recorder:
     """An encoder that remembers the ids it was asked for."""
 
@@ -119,7 +133,7 @@ HISTORY = [(0, 0), (0, 5), (1, 1), (1, 6), (2, 2), (3, 3), (3, 7)]
 @pytest.fixture
 def drawn_ids(monkeypatch) -> list[torch.Tensor]:
     """The catalogue ids each strategy draws, in draw order (the encoder sees each once)."""
-    import twotower.negatives.mixed as mixed
+    import twotower.negatives.in_batch as in_batch
     import twotower.negatives.uniform as uniform
 
     drawn = []
@@ -128,7 +142,7 @@ def drawn_ids(monkeypatch) -> list[torch.Tensor]:
         drawn.append(ids)
         return catalogue_vectors(catalogue, ids, encode, device)
 
-    for module in (mixed, uniform):
+    for module in (in_batch, uniform):
         monkeypatch.setattr(module, "catalogue_vectors", record)
     return drawn
 
@@ -144,7 +158,7 @@ def test_catalogue_vectors_encode_each_distinct_item_once():
 def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1, 2, 3], [0, 1, 2, 3])
-    neg = MixedNegatives(num_uniform=32)
+    neg = mixed(num_uniform=32)
     neg.bind(catalogue(8, history=HISTORY))
     encode = Recorder()
     c = neg(q, d, batch, DOT, encode)
@@ -161,11 +175,11 @@ def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(drawn_ids):
 def test_mixed_masks_a_users_other_item_in_the_batch_columns_too():
     # User 0 has items 0 and 1; item 1 is row 1's positive, of user 1.
     q, d, batch = rows([0, 1, 2], [0, 1, 2])
-    neg = MixedNegatives(num_uniform=1)
+    neg = mixed(num_uniform=1)
     neg.bind(catalogue(8, history=[(0, 0), (0, 1), (1, 1), (2, 2)]))
     c = neg(q, d, batch, DOT, one_hot)
     assert c.mask[:, :3].tolist() == [[True, False, True], [True, True, True], [True, True, True]]
-    unmasked = MixedNegatives(num_uniform=1, mask_duplicates=False)  # the ablation masks nothing
+    unmasked = mixed(num_uniform=1, mask_duplicates=False)  # the ablation masks nothing
     unmasked.bind(catalogue(8, history=[(0, 0), (0, 1), (1, 1), (2, 2)]))
     assert unmasked(q, d, batch, DOT, one_hot).mask.all()
 
@@ -173,7 +187,7 @@ def test_mixed_masks_a_users_other_item_in_the_batch_columns_too():
 def test_mixed_logq_uses_the_expected_count_in_the_pool(drawn_ids):
     torch.manual_seed(0)
     q, d, batch = rows([0, 1], [0, 1])
-    neg = MixedNegatives(num_uniform=4, logq="counted")
+    neg = mixed(num_uniform=4, logq="counted")
     neg.bind(catalogue(8, counts=[4.0, 2.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]))  # total 8
     encode = Recorder()
     c = neg(q, d, batch, DOT, encode)
@@ -245,7 +259,7 @@ def test_draws_repeat_with_the_seed():
     [
         InBatchNegatives(logq="counted", mask_history=True),
         InBatchNegatives(logq="streaming"),
-        MixedNegatives(num_uniform=4, logq="streaming"),
+        mixed(num_uniform=4, logq="streaming"),
         UniformNegatives(num_negatives=2),
     ],
     ids=["in_batch", "in_batch_streaming", "mixed", "uniform"],
@@ -364,7 +378,7 @@ def simulate(logq, users=4, n_items=50, batch_size=128, steps=800, n_rows=50_000
     item = torch.multinomial(pref[user], 1, generator=g).squeeze(1)
     counts = torch.bincount(item, minlength=n_items).double()
     neg = InBatchNegatives(logq=logq, alpha=0.05)
-    neg.bind(Catalogue(IdStore(n_items), counts, user, item))
+    neg.bind(Catalogue(IdStore(n_items), user, item))
     table = torch.zeros(n_items, users, requires_grad=True)  # score(u, i) = table[i, u]
     opt = torch.optim.Adam([table], lr=0.1)
     loss = ListwiseSoftmaxLoss()

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from twotower.data.beir import load_beir
-from twotower.data.files import read_jsonl, read_table
-from twotower.data.pairfile import load_pairs
+from twotower.data.readers.beir import load_beir
+from twotower.data.readers.files import read_jsonl, read_table
+from twotower.data.readers.pairs import load_pairs
 from twotower.errors import ConfigError, DataError
 
 DATA = Path(__file__).parent / "data"

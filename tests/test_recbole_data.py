@@ -20,8 +20,7 @@ from tests.recdata import (
     write_atomic,
     write_lines,
 )
-from twotower.data.atomic import read_atomic
-from twotower.data.splits import (
+from twotower.data.components.splits import (
     benchmark_files,
     cold_item_split,
     loo_split,
@@ -29,7 +28,8 @@ from twotower.data.splits import (
     split_counts,
     temporal_split,
 )
-from twotower.data.tokens import TokenStore
+from twotower.data.components.tokens import TokenStore
+from twotower.data.readers.atomic import read_atomic
 from twotower.errors import ConfigError, DataError
 
 ML100K = Path(__file__).resolve().parents[1] / "data" / "ml-100k"
@@ -483,7 +483,7 @@ def test_ml100k_random_split_matches_recbole():
 
 
 def test_ml100k_download_never_overwrites(tmp_path):
-    from twotower.data.ml100k import NAMES, fetch
+    from prepare.ml100k import NAMES, fetch
 
     for name in NAMES:
         (tmp_path / name).write_text("mine")

@@ -11,9 +11,10 @@ import pytest
 
 from tests.configs import FEATURE_TOWERS, LOSSES
 from tests.recdata import benchmark_parts, write_atomic
+from twotower.build import build_for_data, instantiate
 from twotower.errors import ConfigError
 from twotower.retrieval.runfile import read_run
-from twotower.train import build, build_module, train
+from twotower.train import train
 
 # Small towers per tower choice ("" = the default feature tower).
 TOWERS = {
@@ -81,9 +82,9 @@ def test_negatives_and_tower_options_train(make_cfg, toy, overrides):
 
 def test_gradients_reach_every_encoder_of_both_towers(make_cfg, toy):
     cfg = rec_cfg(make_cfg, toy[0], "data.text_fields=[title]")
-    datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"))
+    datamodule = instantiate(cfg.data, "data", tokenizer=instantiate(cfg.tokenizer, "tokenizer"))
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_for_data(cfg, datamodule)
     batch = datamodule.datasets["train"].__getitems__(list(range(16)))
     loss, _, _, _ = module.model_step(batch)
     loss.backward()
@@ -116,7 +117,7 @@ def test_cold_start_split_ranks_only_held_out_items(make_cfg, toy, tmp_path):
         "doc_tower.use_id=false", "doc_tower.hidden_sizes=[16]", "doc_tower.output_dim=8",
     )  # fmt: skip
     train(cfg)
-    datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"))
+    datamodule = instantiate(cfg.data, "data", tokenizer=instantiate(cfg.tokenizer, "tokenizer"))
     datamodule.setup("fit")
     cold = {datamodule.doc_ids[i] for i in datamodule.eval_splits["test"].candidates.nonzero()}
     trained = {datamodule.doc_ids[i] for i in datamodule.datasets["train"].item.unique()}
@@ -155,8 +156,8 @@ def test_evaluate_cli_reproduces_the_test_metrics_from_a_checkpoint(make_cfg, to
 
 
 def test_popularity_baseline_ranks_by_training_counts(toy, tmp_path):
+    from bench import popularity
     from tests.recdata import recbole_datamodule
-    from twotower.bench import popularity
 
     directory, _ = toy
     result = popularity.run(
@@ -191,8 +192,8 @@ def test_long_override_lists_get_a_short_distinct_run_name():
 def test_export_refuses_a_recommendation_checkpoint_clearly(make_cfg, toy, tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from twotower.config_check import CONF_DIR
     from twotower.export import export
-    from twotower.train import CONF_DIR
 
     result = train(rec_cfg(make_cfg, toy[0]))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -119,8 +119,8 @@ def test_data_that_cannot_teach_or_choose_warn(make_cfg, tmp_path, recwarn):
 
 
 def test_stopping_step_is_early_stopping_on_the_optimized_metric(make_cfg):
+    from twotower.callbacks import early_stopping
     from twotower.errors import ConfigError
-    from twotower.train import early_stopping
 
     stop = early_stopping(make_cfg("stopping_step=2"))
     assert (stop.monitor, stop.mode, stop.patience) == ("val/ndcg@10", "max", 2)

@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from twotower.errors import ConfigError
+from twotower.retrieval.exact import exact_search, exact_search_bytes
 from twotower.retrieval.index import (
     ExactIndex,
     FlatIndex,
@@ -19,7 +20,6 @@ from twotower.retrieval.index import (
     load_index,
     recall_of_exact,
 )
-from twotower.retrieval.search import exact_search, exact_search_bytes
 
 INDEX_DIR = Path(__file__).parents[1] / "conf" / "index"
 KINDS = ("exact", "flat", "hnsw", "ivf")
@@ -188,7 +188,7 @@ def test_yaml_instantiates(kind):
 
 
 def test_speed_benchmark_measures_both_methods_in_process():
-    from twotower.bench import search_speed
+    from bench import search_speed
 
     args = search_speed.parse_args(["--out", "unused", "--docs", "300", "--queries", "40"])
     args.threads, args.repeats = 1, 1

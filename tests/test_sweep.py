@@ -18,7 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Transformer
 from omegaconf import DictConfig, OmegaConf
 
-from twotower.train import CONF_DIR, build_module
+from twotower.build import build_for_data
+from twotower.config_check import CONF_DIR
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -102,7 +103,7 @@ def test_every_value_a_sweep_draws_builds(name, tmp_path):
             datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
             datamodule.prepare_data()
             datamodule.setup("fit")
-        build_module(cfg, datamodule)  # a ConfigError names the key and the value
+        build_for_data(cfg, datamodule)  # a ConfigError names the key and the value
 
 
 def test_negatives_sweeps_fix_sampled_negatives():

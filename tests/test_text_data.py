@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from twotower.data.beir_datamodule import BeirDataModule
-from twotower.data.pairs_datamodule import PairFileDataModule
-from twotower.data.tokenizers import TrigramTokenizer
+from twotower.data.beir import BeirDataModule
+from twotower.data.components.tokenizers import TrigramTokenizer
+from twotower.data.pairs import PairFileDataModule
 from twotower.errors import ConfigError, DataError
 from twotower.train import train
 

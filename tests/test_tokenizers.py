@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twotower.data.tokenizers import (
+from twotower.data.components.tokenizers import (
     UNK,
     CharTokenizer,
     TrigramTokenizer,

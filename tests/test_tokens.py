@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from twotower.data import tokens
-from twotower.data.tokenizers import TrigramTokenizer
-from twotower.data.tokens import TokenStore
+from twotower.data.components import tokens
+from twotower.data.components.tokenizers import TrigramTokenizer
+from twotower.data.components.tokens import TokenStore
 
 TEXTS = ["good day", "a", "", "internationalisation of everything", "x y z w"]
 

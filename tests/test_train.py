@@ -71,16 +71,16 @@ def test_options_train(make_cfg, overrides):
 
 
 def test_shared_towers_share_weights(make_cfg):
-    from twotower.train import build_module
+    from twotower.build import build_for_data
 
     cfg = make_cfg("model.share_towers=true")
     from hydra.utils import instantiate
 
     dm = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
     dm.setup("fit")
-    module = build_module(cfg, dm)
+    module = build_for_data(cfg, dm)
     assert module.doc_tower is module.query_tower
-    separate = build_module(make_cfg(), dm)
+    separate = build_for_data(make_cfg(), dm)
     assert separate.doc_tower is not separate.query_tower
 
 

@@ -37,8 +37,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from twotower.config_check import CONF_DIR
 from twotower.errors import ConfigError, user_errors
-from twotower.train import CONF_DIR
 
 KEYS = {"name", "description", "metric", "seeds", "grid", "variants", "overrides", "small"}
 NAME = re.compile(r"[A-Za-z0-9_.-]+")

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 
-from twotower.errors import TrainingDiverged, check, check_positive
+from twotower.errors import ConfigError, TrainingDiverged, check, check_positive
 from twotower.runs import LAST
 
 
@@ -206,3 +207,16 @@ def last_good_checkpoint(trainer: pl.Trainer) -> str:
             return str(callback.path)
     ckpt = trainer.checkpoint_callback
     return (ckpt.best_model_path if ckpt else "") or "none yet"
+
+
+def early_stopping(cfg: Any) -> EarlyStopping:
+    """Stop after ``stopping_step`` validations without improvement of ``optimized_metric``
+    (RecBole's name), in the direction the best checkpoint is chosen in."""
+    steps = cfg.stopping_step
+    ok = isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
+    if not ok:
+        raise ConfigError("stopping_step", steps, "must be an integer >= 1, or null")
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    return EarlyStopping(
+        monitor=cfg.optimized_metric, mode=checkpoint.get("mode", "max"), patience=steps
+    )

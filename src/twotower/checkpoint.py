@@ -1,7 +1,9 @@
 """Rebuild a trained TwoTowerModule and its tokenizer from a checkpoint alone.
 
-Checkpoints hold plain data (weights, the resolved run config, the tokenizer state), so they
-load with ``weights_only=True`` and need neither the ``conf/`` tree nor the training data.
+Checkpoints hold plain data (weights, the resolved run config, the tokenizer state and the
+towers' data-given arguments), so they load with ``weights_only=True`` and need neither the
+``conf/`` tree nor the training data. The module is built by :func:`twotower.build.build_module`,
+the path training takes.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from twotower.data.tokenizers import Tokenizer, tokenizer_from_state
+from twotower.build import build_module, inputs_from_state
+from twotower.compat import current_config
+from twotower.data.components.tokenizers import Tokenizer, tokenizer_from_state
 from twotower.errors import ConfigError
 from twotower.module import TwoTowerModule
-from twotower.retrieval.ranking import DEFAULT_METRICS
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
@@ -29,36 +32,23 @@ def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
     return ckpt
 
 
+def read_tokenizer(path: str | Path, key: str = "ckpt_path") -> Tokenizer:
+    """The tokenizer of checkpoint ``path`` (a resumed run keeps the vocabulary it indexes)."""
+    return tokenizer_from_state(read_checkpoint(path, key)["hyper_parameters"]["tokenizer_state"])
+
+
 def load_module(
     path: str | Path, key: str = "ckpt"
 ) -> tuple[TwoTowerModule, Tokenizer, DictConfig]:
     """The module (in eval mode), its tokenizer and the run config of checkpoint ``path``."""
-    # The entry point owns part building.
-    from twotower.train import build, build_towers, inputs_from_state
-
     ckpt = read_checkpoint(path, key)
     hparams = ckpt["hyper_parameters"]
-    cfg = OmegaConf.create(hparams["config"])
+    cfg = OmegaConf.create(current_config(hparams["config"]))
     tokenizer = tokenizer_from_state(hparams["tokenizer_state"])
     state = hparams.get("tower_inputs")
     if not state:  # checkpoints from before feature towers: text, sized by the tokenizer
         state = {side: {"vocab_size": tokenizer.vocab_size} for side in ("query", "doc")}
     inputs = {side: inputs_from_state(kw) for side, kw in state.items()}
-    kind = "features" if "features" in inputs["query"] else "text"
-    query_tower, doc_tower = build_towers(cfg, inputs, kind)
-    module = TwoTowerModule(
-        query_tower=query_tower,
-        doc_tower=doc_tower,
-        similarity=build(cfg.similarity, "similarity"),
-        negatives=build(cfg.negatives, "negatives"),
-        loss=build(cfg.loss, "loss"),
-        optimizer=build(cfg.optimizer, "optimizer"),
-        recall_at=tuple(cfg.model.recall_at),
-        metrics=tuple(cfg.model.get("metrics") or DEFAULT_METRICS),
-        run_depth=cfg.model.get("run_depth", 100),
-        config=hparams["config"],
-        tokenizer_state=hparams["tokenizer_state"],
-        tower_inputs=hparams.get("tower_inputs"),
-    )
+    module = build_module(cfg, inputs, hparams["tokenizer_state"])
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), tokenizer, cfg

@@ -13,6 +13,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,6 +22,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from twotower.errors import ConfigError, user_errors
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the conf/ tree every entry point uses
 
 _SKIP = object()  # a value that cannot be resolved here (it is checked where it is used)
 _PLAIN = {int, float, bool, str, type(None), torch.Tensor}

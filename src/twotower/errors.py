@@ -11,7 +11,7 @@ from typing import Any
 class ConfigError(ValueError):
     """A config value that cannot work, raised when the part is built (before training).
 
-    ``key`` is relative to the part (``margin``); the builder in ``train.py`` prefixes the
+    ``key`` is relative to the part (``margin``); the builder (:mod:`twotower.build`) prefixes the
     config path (``loss.margin``) with :meth:`under`.
     """
 
@@ -23,6 +23,15 @@ class ConfigError(ValueError):
         return ConfigError(
             f"{prefix}.{self.key}" if prefix else self.key, self.value, self.expected
         )
+
+
+@contextmanager
+def under(prefix: str) -> Iterator[None]:
+    """Re-raise a part's :class:`ConfigError` with its config path (``loss.margin``)."""
+    try:
+        yield
+    except ConfigError as e:
+        raise e.under(prefix) from None
 
 
 def check(ok: bool, key: str, value: Any, expected: str) -> None:

@@ -19,15 +19,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from twotower.build import instantiate
 from twotower.checkpoint import load_module
-from twotower.config_check import check_config, run_cli
+from twotower.config_check import CONF_DIR, check_config, run_cli
 from twotower.errors import ConfigError, check_choice, user_errors
-from twotower.retrieval.evaluation import evaluate
+from twotower.retrieval.evaluation import CorpusEvaluator
 from twotower.retrieval.index import recall_of_exact
-from twotower.retrieval.ranking import parse_metrics
 from twotower.retrieval.runfile import write_run
 from twotower.summary import print_metrics
-from twotower.train import CONF_DIR, build
 
 log = logging.getLogger("twotower.evaluate")
 SPLITS = {"val": "val", "dev": "val", "test": "test"}
@@ -38,23 +37,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_choice("split", cfg.split, tuple(SPLITS))
     stage = SPLITS[cfg.split]
     module, tokenizer, train_cfg = load_module(cfg.ckpt)
-    metrics = list(cfg.metrics or module.metrics)
+    metrics = list(cfg.metrics or module.evaluator.metrics)
     try:
-        parse_metrics(metrics)
+        evaluator = CorpusEvaluator(metrics, depth=cfg.depth)
     except ConfigError as e:
         raise ConfigError("metrics", metrics, e.expected) from None
     data_cfg = cfg.data if cfg.get("data") else train_cfg.data
-    datamodule = build(data_cfg, "data", tokenizer=tokenizer)
+    datamodule = instantiate(data_cfg, "data", tokenizer=tokenizer)
     datamodule.setup("test" if stage == "test" else "validate")
     split = datamodule.eval_splits[stage]
 
     started = time.perf_counter()
-    docs = module.embed(datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
-    queries = module.embed(split.queries, "query", cfg.batch_size)  # (Q, d)
+    docs = evaluator.encode(module, datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
+    queries = evaluator.encode(module, split.queries, "query", cfg.batch_size)  # (Q, d)
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
-    masks = {"exclude": split.exclude, "candidates": split.candidates}
-    exact = evaluate(queries, docs, split.judged, metrics, depth=cfg.depth, **masks)
+    exact = evaluator.rank(split, queries, docs)
     search_s = time.perf_counter() - started
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,19 +72,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.run_tag,
     )
 
-    index = build(cfg.index, "index")
+    index = instantiate(cfg.index, "index")
     if index.kind != "exact" and split.exclude is not None:
         raise ConfigError(
             "index",
             index.kind,
             "cannot leave out each user's training items; these data rank exactly: index=exact",
         )
+    if index.kind != "exact" and split.candidates is not None:
+        raise ConfigError(
+            "index",
+            index.kind,
+            "cannot keep to the split's candidate (cold-start) items; these data rank exactly: "
+            "index=exact",
+        )
     if index.kind != "exact":
         started = time.perf_counter()
         index.build(docs)
         result["index_build_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        approx = evaluate(queries, docs, split.judged, metrics, depth=cfg.depth, index=index)
+        approx = evaluator.rank(split, queries, docs, index=index)
         result["index_search_s"] = time.perf_counter() - started
         result["metrics"].update(
             {f"{stage}/{index.kind}/{k}": v for k, v in approx.metrics.items()}

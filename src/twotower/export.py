@@ -2,7 +2,7 @@
 
 python -m twotower.export ckpt=PATH out=exports/gcide index=hnsw
 
-The directory loads with :class:`twotower.retriever.TwoTowerRetriever` (the layout is in its
+The directory loads with :class:`twotower.serving.TwoTowerRetriever` (the layout is in its
 docstring) or is searched with ``python -m twotower.search DIR "query"``.
 """
 
@@ -20,11 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from twotower import __version__
+from twotower.build import doc_tower_config, instantiate
 from twotower.checkpoint import load_module
-from twotower.config_check import check_config, run_cli
+from twotower.config_check import CONF_DIR, check_config, run_cli
 from twotower.errors import ConfigError, user_errors
-from twotower.retriever import TOWERS, fingerprint, module_spec
-from twotower.train import CONF_DIR, build, doc_tower_config
+from twotower.retrieval.evaluation import CorpusEvaluator
+from twotower.serving import TOWERS, fingerprint, module_spec
 
 
 def _kwargs(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
@@ -47,12 +48,14 @@ def export(cfg: DictConfig) -> Path:
             "holds feature towers (users and items): the export is a text retriever; "
             "evaluate it with python -m twotower.evaluate",
         )
-    datamodule = build(cfg.data if cfg.get("data") else train_cfg.data, "data", tokenizer=tokenizer)
+    datamodule = instantiate(
+        cfg.data if cfg.get("data") else train_cfg.data, "data", tokenizer=tokenizer
+    )
     datamodule.setup("test")
     started = time.perf_counter()
-    docs = module.embed(datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
+    docs = CorpusEvaluator().encode(module, datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
     encode_s = time.perf_counter() - started
-    index = build(cfg.index, "index")
+    index = instantiate(cfg.index, "index")
     started = time.perf_counter()
     index.build(docs)
     index_s = time.perf_counter() - started

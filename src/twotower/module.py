@@ -7,18 +7,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from twotower.batch_metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
 from twotower.callbacks import last_good_checkpoint
-from twotower.data.features import FeatureStore
-from twotower.data.tokens import TokenStore
 from twotower.errors import TrainingDiverged
-from twotower.metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
 from twotower.negatives import Candidates, score_in_batch
-from twotower.retrieval.evaluation import Ranking, evaluate
-from twotower.retrieval.ranking import DEFAULT_METRICS, parse_metrics
+from twotower.retrieval.evaluation import CorpusEvaluator, Ranking
+from twotower.retrieval.ranking import DEFAULT_METRICS
 from twotower.similarity import Similarity
 
 
@@ -36,8 +34,9 @@ class TwoTowerModule(pl.LightningModule):
         scheduler: an optional partial LR scheduler taking the optimizer.
         scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
         recall_at: the k of the in-batch Recall@k logged in validation and test.
-        metrics: full-corpus metrics logged in validation and test (``ndcg@10`` ...).
-        run_depth: documents kept per query in the test ranking (the run file's depth).
+        metrics: full-corpus metrics logged in validation and test (``ndcg@10`` ...), by
+            the module's :class:`~twotower.retrieval.evaluation.CorpusEvaluator`.
+        run_depth: documents kept per query in the ranking (the run file's depth).
         config: the resolved run config, kept in checkpoints.
         tokenizer_state: the tokenizer's ``state_dict()``, kept in checkpoints.
         tower_inputs: ``{"query": kwargs, "doc": kwargs}`` the towers were built with beyond
@@ -87,10 +86,8 @@ class TwoTowerModule(pl.LightningModule):
         self.eval_ranking = nn.ModuleDict(
             {s: RankingMetrics(list(recall_at)) for s in ("val", "test")}
         )
-        parse_metrics(metrics)  # a bad name fails here, not after the first epoch
-        self.metrics, self.run_depth = list(metrics), run_depth
-        self._encoded: dict[str, list[tuple[Tensor, Tensor]]] = {"query": [], "doc": []}
-        self.rankings: dict[str, Ranking] = {}  # the last full-corpus ranking per stage
+        # The full-corpus ranking of validation and test; a bad metric name fails here.
+        self.evaluator = CorpusEvaluator(metrics, run_depth)
 
     def encode_queries(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
         """Query vectors ``(B, D)`` from tokens ``(B, W, T)`` or a dict of user features."""
@@ -99,20 +96,6 @@ class TwoTowerModule(pl.LightningModule):
     def encode_documents(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
         """Document vectors ``(B, D)`` from tokens ``(B, W, T)`` or a dict of item features."""
         return self.doc_tower(inputs)
-
-    @torch.inference_mode()
-    def embed(self, store: TokenStore | FeatureStore, side: str, batch_size: int = 1024) -> Tensor:
-        """Search-ready vectors ``(N, D)`` of every row of ``store`` (``side``: query or doc).
-
-        Vectors are prepared for inner product (normalised for cosine), on the CPU.
-        """
-        encode = {"query": self.encode_queries, "doc": self.encode_documents}[side]
-        out = []
-        for start in range(0, len(store), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(store)))
-            inputs = move_data_to_device(store.batch(rows), self.device)
-            out.append(self.similarity.prepare(encode(inputs)).cpu())
-        return torch.cat(out).float() if out else torch.zeros(0, 0)
 
     def model_step(self, batch: dict[str, torch.Tensor]):
         """Encode, build candidates and compute the loss; shared by train, val and test."""
@@ -148,15 +131,15 @@ class TwoTowerModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.similarity.clamp_()  # a learnable gamma back inside its bounds, as CLIP does
 
+    @property
+    def rankings(self) -> dict[str, Ranking]:
+        """The last full-corpus ranking of each stage (``val``, ``test``)."""
+        return self.evaluator.rankings
+
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
-        """Rows: loss and in-batch metrics; query or document batches: encode for the ranking."""
-        if "doc" not in batch:  # the split's judged queries
-            vectors = self.similarity.prepare(self.encode_queries(batch["query"]))
-            self._encoded["query"].append((batch["index"], vectors))
-            return
-        if "query" not in batch:  # the corpus
-            vectors = self.similarity.prepare(self.encode_documents(batch["doc"]))
-            self._encoded["doc"].append((batch["index"], vectors))
+        """Rows: loss and in-batch metrics; query or document batches: the evaluator's."""
+        if self.evaluator.takes(batch):
+            self.evaluator.collect(self, batch)
             return
         loss, cands, q, d = self.model_step(batch)
         n = len(batch["doc_id"])
@@ -172,56 +155,23 @@ class TwoTowerModule(pl.LightningModule):
         for name, metric in self.eval_ranking[stage].items():
             self.log(f"{stage}/batch/{name}", metric, **kw)
 
-    def _gather(self, kind: str, n: int) -> tuple[Tensor, Tensor]:
-        """The ``(n, D)`` vectors encoded this epoch (from every process) and a present mask."""
-        parts = self._encoded[kind]
-        self._encoded[kind] = []
-        index = torch.cat([i for i, _ in parts])
-        vectors = torch.cat([v for _, v in parts]).float()
-        if self.trainer.world_size > 1:  # samplers pad to equal shards: shapes agree
-            index = self.all_gather(index).flatten()
-            vectors = self.all_gather(vectors).flatten(0, -2)
-        out = vectors.new_zeros(n, vectors.shape[-1])
-        out[index] = vectors
-        present = torch.zeros(n, dtype=torch.bool, device=out.device)
-        present[index] = True
-        return out.cpu(), present.cpu()
-
     def _rank_corpus(self, stage: str) -> None:
         """Rank the whole corpus for the split's judged queries and log the metrics."""
-        if self.trainer.sanity_checking or not self._encoded["doc"]:
-            self._encoded = {"query": [], "doc": []}
+        if self.trainer.sanity_checking:
+            self.evaluator.reset()
             return
         datamodule = self.trainer.datamodule
-        split = datamodule.eval_splits[stage]
-        queries, q_present = self._gather("query", len(split.query_ids))
-        docs, d_present = self._gather("doc", len(datamodule.doc_ids))
-        for side, vectors in (("query", queries), ("document", docs)):
-            if not torch.isfinite(vectors).all():
-                raise TrainingDiverged(
-                    f"{stage}: the {side} tower gives non-finite vectors at step "
-                    f"{self.global_step}; last good checkpoint: "
-                    f"{last_good_checkpoint(self.trainer)}"
-                )
-        if not (q_present.all() and d_present.all()):
-            rank_zero_warn(
-                f"{stage}: ranked {int(d_present.sum())}/{len(d_present)} documents for "
-                f"{int(q_present.sum())}/{len(q_present)} queries (limit_{stage}_batches?): "
-                "the full-corpus metrics cover only those"
+        gather = self.all_gather if self.trainer.world_size > 1 else None
+        try:
+            ranking = self.evaluator.rank_epoch(
+                stage, datamodule.eval_splits[stage], len(datamodule.doc_ids), gather
             )
-        ranking = evaluate(
-            queries,
-            docs,
-            split.judged,
-            self.metrics,
-            depth=self.run_depth,
-            query_present=q_present,
-            doc_present=d_present,
-            exclude=split.exclude,
-            candidates=split.candidates,
-        )
-        self.rankings[stage] = ranking
-        for name, value in ranking.metrics.items():
+        except TrainingDiverged as e:
+            raise TrainingDiverged(
+                f"{e} at step {self.global_step}; last good checkpoint: "
+                f"{last_good_checkpoint(self.trainer)}"
+            ) from None
+        for name, value in (ranking.metrics if ranking else {}).items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "ndcg@10", sync_dist=False)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx=0):

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from twotower.errors import ConfigError
 
@@ -154,3 +156,19 @@ for _name, _fn in {
     # Cached like Hydra's ${now:}: every read of hydra.run.dir in a process gives one value,
     # and Hydra copies the cache into each job of a sweep.
     OmegaConf.register_new_resolver(_name, _fn, replace=True, use_cache=_name != "run_name")
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """A resume's config: the run's own overrides, then this command's (``trainer.max_epochs``
+    extends a run); so ``ckpt_path=last`` alone continues the newest run as it was."""
+    resume = resume_target(cfg.get("ckpt_path"))
+    if resume is None:
+        return cfg
+    saved = OmegaConf.load(resume.run_dir / ".hydra" / "overrides.yaml")
+    merged: dict[str, str] = {}
+    for override in [*saved, *HydraConfig.get().overrides.task]:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key != "ckpt_path":
+            merged[key] = override
+    merged["ckpt_path"] = f"ckpt_path='{resume.ckpt}'"
+    return hydra.compose(config_name="train", overrides=list(merged.values()))

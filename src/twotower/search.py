@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from twotower.errors import user_errors
-from twotower.retriever import TwoTowerRetriever
+from twotower.serving import TwoTowerRetriever
 
 
 def _one_line(message, category, filename, lineno, file=None, line=None) -> None:

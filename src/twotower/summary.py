@@ -1,14 +1,26 @@
-"""What a finished run reports: hyper-parameters for TensorBoard's HPARAMS tab and a table."""
+"""What a finished run reports: ``metrics.json``, TREC run files, TensorBoard's HPARAMS tab and
+a table on the console."""
 
 from __future__ import annotations
 
+import inspect
+import json
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
 from rich.console import Console
 from rich.table import Table
+
+from twotower.callbacks import FitStats
+from twotower.provenance import provenance
+from twotower.retrieval.runfile import write_run
+from twotower.runs import keep_previous
 
 # Config sections that describe the experiment (paths, logger and callbacks do not).
 HPARAM_SECTIONS = (
@@ -70,3 +82,75 @@ def print_metrics(result: dict[str, Any], path: Path) -> None:
         f"train: {result['train_samples']} samples in {result['train_time_s']:.1f} s "
         f"({result['train_samples_per_s']:.0f}/s); wall time {result['wall_time_s']:.1f} s"
     )
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024
+
+
+def run_result(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    stats: FitStats,
+    metrics: dict[str, float],
+    started: float,
+    resumed_from: str | None,
+) -> dict[str, Any]:
+    """What ``metrics.json`` holds for a training run that began at ``started``."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return {
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": stats.seconds,
+        # per epoch, without the validation inside fit (full-corpus ranking each epoch)
+        "epoch_time_s": (stats.seconds - stats.val_seconds) / max(1, trainer.current_epoch),
+        "validation_time_s": stats.val_seconds,
+        "peak_memory_mib": peak_memory_mib(),
+        "train_samples": stats.samples,
+        "train_samples_per_s": stats.samples / stats.seconds if stats.seconds else 0.0,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_checkpoint": best,
+        "resumed_from": resumed_from,
+        "seed": cfg.seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance(),  # git commit, package versions: what reproduces the run
+    }
+
+
+def log_final(logger: Logger, params: dict[str, Any], metrics: dict[str, float], step: int):
+    """Hyper-parameters with the final metrics (TensorBoard's HPARAMS tab compares runs)."""
+    final = {f"final/{k}": v for k, v in metrics.items()}
+    if "metrics" in inspect.signature(logger.log_hyperparams).parameters:
+        logger.log_hyperparams(params, metrics=final)
+    else:
+        logger.log_hyperparams(params)
+        logger.log_metrics(final, step=step)
+    logger.save()
+
+
+def write_results(
+    result: dict[str, Any], cfg: DictConfig, trainer: pl.Trainer, rankings: dict, datamodule
+) -> None:
+    """``metrics.json`` and ``run.<stage>.trec`` in the run directory, the final metrics in
+    the logger, and the table on the console; a resumed, finished run keeps its first ones."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.json", *(f"run.{stage}.trec" for stage in rankings)):
+        keep_previous(out_dir / name)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    for stage, ranking in rankings.items():
+        split = datamodule.eval_splits[stage]
+        write_run(
+            out_dir / f"run.{stage}.trec",
+            split.query_ids,
+            datamodule.doc_ids,
+            ranking.indices,
+            ranking.scores,
+            cfg.run_tag,
+        )
+    if trainer.logger:
+        log_final(trainer.logger, flat_hparams(cfg), result["metrics"], trainer.global_step)
+    print_metrics(result, out_dir / "metrics.json")

@@ -20,17 +20,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from twotower.data.batches import TextDataset, TextPairDataset, collate, labelled_rows
-from twotower.data.tokenizers import Tokenizer
-from twotower.data.tokens import TokenStore
+from twotower.data.components.batches import TextDataset, TextPairDataset, collate, labelled_rows
+from twotower.data.components.tokenizers import Tokenizer
+from twotower.data.components.tokens import TokenStore
 from twotower.errors import check, check_choice
+from twotower.formats import FORMATS
 
 log = logging.getLogger("twotower.data")
 
-FORMATS = ("pairs", "presampled", "labelled")
 Judgments = dict[str, dict[str, int]]  # query id -> doc id -> grade
 
 
@@ -64,15 +65,18 @@ class Catalogue:
 
     Args:
         docs: every document (item): ``len()`` and ``.batch(rows)`` give a tower's input.
-        doc_counts: ``(N,)`` float, times each document is a training positive.
         positive_query: ``(P,)`` long, the query id (user index) of each training positive.
         positive_doc: ``(P,)`` long, its document (item index).
     """
 
     docs: Any
-    doc_counts: Tensor
     positive_query: Tensor
     positive_doc: Tensor
+
+    @cached_property
+    def doc_counts(self) -> Tensor:
+        """``(N,)`` float64, times each document is a training positive."""
+        return torch.bincount(self.positive_doc.long(), minlength=len(self.docs)).double()
 
 
 def check_int(key: str, value: Any, minimum: int) -> None:
@@ -224,10 +228,16 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         self._require("train")
         rows = self.datasets["train"]
         keep = torch.ones(len(rows), dtype=torch.bool) if rows.label is None else rows.label > 0
-        query = rows.query_id[rows.query_index[keep]]
-        doc = rows.doc_id[keep]
-        counts = torch.bincount(doc, minlength=len(self.doc_ids)).double()
-        return Catalogue(self.corpus, counts, query, doc)
+        return Catalogue(self.corpus, rows.query_id[rows.query_index[keep]], rows.doc_id[keep])
+
+    def warn_about_splits(self) -> None:
+        """Data that train or validate but cannot say much: warn before the run starts."""
+        n_val = len(self.eval_splits["val"].query_ids)
+        if n_val < 2:
+            rank_zero_warn(
+                f"the validation split has {n_val} judged query: the best checkpoint and "
+                "early stopping are chosen on it alone"
+            )
 
     @abstractmethod
     def prepare(self) -> None:

@@ -1,173 +1,182 @@
-"""Read a BEIR folder (corpus, queries, graded qrels), checking every line before training.
-
-Layout, as in https://github.com/beir-cellar/beir::
-
-    corpus.jsonl     {"_id": "d1", "title": "...", "text": "..."}   (title optional)
-    queries.jsonl    {"_id": "q1", "text": "..."}                   (other keys ignored)
-    qrels/test.tsv   query-id<TAB>corpus-id<TAB>score               (header line, integer grades)
-
-A document's text is its title and text, each stripped, joined by one space (``"title text"``,
-as BEIR's own dense retrievers do), or whichever of the two is not blank. Ids are strings (JSON
-integers are converted with ``str``) without whitespace, so that a TREC run file can hold them.
-A query or document may carry several judgements. A grade is an integer of at most nine digits
-(``-1``, ``+2``, ``007``); grade-0 rows are kept as judged non-relevant. A row repeating a
-judgement with the same grade is harmless and kept once.
-
-With ``on_error="skip"`` every row-level problem (a non-UTF-8 byte, malformed JSON, a missing,
-duplicate or badly formed id, empty text, a bad qrels row or score, an unknown id) drops the
-row, is counted in ``BeirData.skipped`` and logged as one WARNING per file. File-level problems
-(missing folder or file, qrels without a header line, a file with no usable rows) always raise.
-"""
+"""BeirDataModule: a BEIR directory, trained on its train qrels, ranked over its whole corpus."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import logging
 from pathlib import Path
+from typing import Any
 
-from twotower.data.files import RowError, SkipLog, read_jsonl, read_table
-from twotower.errors import DataError
+import torch
 
-QRELS_COLUMNS = ("query-id", "corpus-id", "score")
-_INT = re.compile(r"[+-]?[0-9]+")
-MAX_GRADE_DIGITS = 9  # |grade| < 10**9: far beyond any graded scale, and a float holds it
+from twotower.data.base import EvalSplit, RetrievalDataModule, rows_dataset, uniform_negatives
+from twotower.data.components.cache import cached
+from twotower.data.components.tokenizers import Tokenizer, tokenizer_from_state
+from twotower.data.components.tokens import TokenStore
+from twotower.data.readers.beir import load_beir
+from twotower.errors import DataError, check, check_choice
 
-
-@dataclass
-class BeirData:
-    """A BEIR folder in memory.
-
-    ``qrels[split][query_id][doc_id]`` is an integer grade. A requested split without a
-    ``qrels/{split}.tsv`` file is absent from ``qrels``: the caller decides whether that is an
-    error. All queries are kept, judged or not. ``skipped`` counts the rows dropped with
-    ``on_error="skip"`` by ``"file:reason"``, e.g. ``{"corpus.jsonl:empty text": 2}``.
-    """
-
-    corpus_ids: list[str]
-    corpus_texts: list[str]
-    query_ids: list[str]
-    query_texts: list[str]
-    qrels: dict[str, dict[str, dict[str, int]]]
-    skipped: dict[str, int] = field(default_factory=dict)
+log = logging.getLogger("twotower.data")
 
 
-def load_beir(
-    directory: str | Path,
-    splits: Sequence[str] = ("train", "dev", "test"),
-    on_error: str = "raise",
-) -> BeirData:
-    """Read ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/{split}.tsv`` for each split.
+def tokenizer_key(tokenizer: Tokenizer) -> dict[str, Any]:
+    """What the cache must know of a tokenizer: its settings, and its vocabulary if fitted."""
+    state = tokenizer.state_dict()
+    return {"class": state["class"], "config": state["config"], "vocab": state["vocab"]}
+
+
+def positive_pairs(qrels: dict[str, dict[str, int]], query_index: dict[str, int], doc_index):
+    """``(query_index, doc_index)`` tensors of the pairs with grade > 0, in file order."""
+    pairs = [
+        (query_index[q], doc_index[d])
+        for q, docs in qrels.items()
+        for d, g in docs.items()
+        if g > 0
+    ]
+    q, d = zip(*pairs, strict=True) if pairs else ((), ())
+    return torch.tensor(q, dtype=torch.long), torch.tensor(d, dtype=torch.long)
+
+
+class BeirDataModule(RetrievalDataModule):
+    """``corpus.jsonl``, ``queries.jsonl`` and ``qrels/{train,dev,test}.tsv`` (docs/data.md).
+
+    Trains on the positive pairs of ``qrels/train.tsv`` (grade > 0), validates on ``val_split``
+    and tests on ``test_split``; evaluation always ranks the whole corpus. Validation and test
+    rows (for the loss) get ``num_negatives`` uniformly drawn documents each, as do training
+    rows in the ``presampled`` and ``labelled`` formats (BEIR has no hard negatives).
+    Reading and tokenising are cached on disk per (file contents, settings).
 
     Args:
-        directory: the BEIR folder.
-        splits: the qrels files to read, where they exist.
-        on_error: ``"raise"`` stops at the first bad row; ``"skip"`` drops and counts bad rows.
-
-    Raises:
-        DataError: naming the file, line and field of the first problem.
-        ConfigError: ``on_error`` is not ``"raise"`` or ``"skip"``.
+        tokenizer: fitted on the training queries and the corpus unless already fitted.
+        dir: the BEIR directory.
+        val_split, test_split: qrels file names (without ``.tsv``) for validation and test.
+        max_val_queries: validate on a seeded sample of this many judged queries (full-corpus
+            ranking each epoch is the cost); ``None`` keeps all. Tests always use all.
+        on_error: ``raise`` stops at the first bad row (file, line, field); ``skip`` drops bad
+            rows, and prints and logs how many.
+        cache_dir: where prepared data is cached; ``None`` disables the cache.
+        **kwargs: see :class:`~twotower.data.base.RetrievalDataModule`.
     """
-    skips = SkipLog(on_error, root=directory)
-    root = Path(directory)
-    if not root.is_dir():
-        problem = "no such folder: expected a BEIR folder with corpus.jsonl, queries.jsonl, qrels/"
-        raise DataError(root, None, None, problem)
-    doc_lines, corpus_ids, corpus_texts = _read_texts(root / "corpus.jsonl", skips, "document")
-    query_lines, query_ids, query_texts = _read_texts(root / "queries.jsonl", skips, "query")
-    qrels = {}
-    for split in splits:
-        path = root / "qrels" / f"{split}.tsv"
-        if path.is_file():
-            qrels[split] = _read_qrels(path, query_lines, doc_lines, skips)
-    return BeirData(corpus_ids, corpus_texts, query_ids, query_texts, qrels, dict(skips.counts))
 
+    has_test = True  # test_split names a qrels file, which must exist
 
-def _read_texts(
-    path: Path, skips: SkipLog, kind: str
-) -> tuple[dict[str, int], list[str], list[str]]:
-    """Line of each id, ids and texts of corpus.jsonl (``kind="document"``) or queries.jsonl."""
-    if not path.is_file():
-        raise DataError(path, None, None, f"no such file: a BEIR folder needs {path.name}")
-    lines: dict[str, int] = {}
-    ids: list[str] = []
-    texts: list[str] = []
-    for line, obj in read_jsonl(path, on_bad_row=skips):
-        try:
-            doc_id = _id(path, line, obj, lines)
-            text = _text(path, line, obj, kind)
-        except RowError as err:
-            skips(err)
-            continue
-        lines[doc_id] = line
-        ids.append(doc_id)
-        texts.append(text)
-    skips.warn()
-    if not ids:
-        raise DataError(path, None, None, f"no {kind} with an id and text")
-    return lines, ids, texts
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        dir: str,
+        val_split: str = "dev",
+        test_split: str = "test",
+        max_val_queries: int | None = None,
+        on_error: str = "raise",
+        cache_dir: str | None = ".cache/twotower",
+        **kwargs: Any,
+    ):
+        super().__init__(tokenizer, **kwargs)
+        check(dir is not None and str(dir) != "", "dir", dir, "must name a BEIR directory")
+        check_choice("on_error", on_error, ("raise", "skip"))
+        if max_val_queries is not None:
+            check(
+                isinstance(max_val_queries, int) and max_val_queries > 0,
+                "max_val_queries",
+                max_val_queries,
+                "must be a positive integer or null",
+            )
+        self.dir, self.on_error, self.cache_dir = Path(dir), on_error, cache_dir
+        self.val_split, self.test_split = val_split, test_split
+        self.max_val_queries = max_val_queries
+        self.skipped: dict[str, int] = {}
 
+    def _files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            raise DataError(self.dir, None, None, "no such directory (data.dir)")
+        files = [self.dir / "corpus.jsonl", self.dir / "queries.jsonl"]
+        for split in ("train", self.val_split, self.test_split):
+            path = self.dir / "qrels" / f"{split}.tsv"
+            if not path.is_file():
+                raise DataError(path, None, None, f"missing: the {split} split needs its qrels")
+            files.append(path)
+        for path in files[:2]:
+            if not path.is_file():
+                raise DataError(path, None, None, "missing: a BEIR directory needs it")
+        return files
 
-def _id(path: Path, line: int, obj: dict, seen: dict[str, int]) -> str:
-    value = obj.get("_id")
-    if value is None:
-        raise RowError(path, line, "_id", "missing", "missing _id")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise RowError(path, line, "_id", f"not a string or integer: {value!r}", "bad _id")
-    value = str(value)
-    if value.split() != [value]:  # empty, or holds whitespace
-        problem = f"id {value!r} is empty or holds whitespace, which a TREC run file cannot hold"
-        raise RowError(path, line, "_id", problem, "bad _id")
-    if value in seen:
-        problem = f"duplicate id {value!r}: first on line {seen[value]}"
-        raise RowError(path, line, "_id", problem, "duplicate _id")
-    return value
+    def _read(self) -> dict[str, Any]:
+        """Read, fit the tokenizer and encode: the part worth caching."""
+        splits = ("train", self.val_split, self.test_split)
+        data = load_beir(self.dir, splits=splits, on_error=self.on_error)
+        if (n_docs := len(data.corpus_ids)) < 2:  # uniform_negatives draws from the others
+            problem = f"the corpus has {n_docs} document(s): negatives need at least 2"
+            raise DataError(self.dir / "corpus.jsonl", None, None, problem)
+        query_index = {q: i for i, q in enumerate(data.query_ids)}
+        if not self.tokenizer.is_fitted:  # train queries and the corpus; dev / test unseen
+            train = [data.query_texts[query_index[q]] for q in data.qrels["train"]]
+            self.tokenizer.fit(train + data.corpus_texts)
+        corpus = self.encode(data.corpus_texts, self.max_doc_words, "corpus")
+        queries = self.encode(data.query_texts, self.max_query_words, "queries")
+        return {
+            "tokenizer": self.tokenizer.state_dict(),
+            "doc_ids": data.corpus_ids,
+            "doc_texts": data.corpus_texts,
+            "query_ids": data.query_ids,
+            "qrels": data.qrels,
+            "skipped": data.skipped,
+            "corpus": corpus.state_dict(),
+            "queries": queries.state_dict(),
+        }
 
+    def prepare(self) -> None:
+        settings = {
+            "tokenizer": tokenizer_key(self.tokenizer),
+            "max_query_words": self.max_query_words,
+            "max_doc_words": self.max_doc_words,
+            "max_word_tokens": self.max_word_tokens,
+            "splits": [self.val_split, self.test_split],
+            "on_error": self.on_error,
+        }
+        value = cached(self.cache_dir, "beir", self._files(), settings, self._read)
+        self.tokenizer = tokenizer_from_state(value["tokenizer"])
+        self.skipped = value["skipped"]
+        self.doc_ids, self.doc_texts = value["doc_ids"], value["doc_texts"]
+        self.corpus = TokenStore(**value["corpus"])
+        queries = TokenStore(**value["queries"])
+        query_index = {q: i for i, q in enumerate(value["query_ids"])}
+        doc_index = {d: i for i, d in enumerate(self.doc_ids)}
+        n_docs = len(self.doc_ids)
+        for stage, split in (
+            ("train", "train"),
+            ("val", self.val_split),
+            ("test", self.test_split),
+        ):
+            qrels = value["qrels"][split]
+            q, pos = positive_pairs(qrels, query_index, doc_index)
+            if not len(q):
+                path = self.dir / "qrels" / f"{split}.tsv"
+                raise DataError(path, None, "score", "no relevant pair (score > 0) in the file")
+            seed = self.seed + {"train": 0, "val": 1, "test": 2}[stage]
+            neg = uniform_negatives(pos, n_docs, self.num_negatives, seed, query=q)  # (N, K)
+            fmt = self.format if stage == "train" else "presampled"
+            self.datasets[stage] = rows_dataset(
+                queries, self.corpus, q, pos, neg, fmt, self.labelled_negatives
+            )
+            if stage != "train":
+                self.eval_splits[stage] = self._eval_split(stage, qrels, queries, query_index)
+        log.info(
+            "BEIR %s: %d documents; train/val/test rows %s; judged queries val/test %s; %s "
+            "vocab_size=%d",
+            self.dir,
+            n_docs,
+            "/".join(str(len(self.datasets[s])) for s in ("train", "val", "test")),
+            "/".join(str(len(self.eval_splits[s].query_ids)) for s in ("val", "test")),
+            type(self.tokenizer).__name__,
+            self.vocab_size,
+        )
 
-def _text(path: Path, line: int, obj: dict, kind: str) -> str:
-    text = obj.get("text")
-    title = obj.get("title") if kind == "document" else None
-    if text is None:
-        raise RowError(path, line, "text", "missing", "missing text")
-    for name, value in (("text", text), ("title", title)):
-        if value is not None and not isinstance(value, str):
-            raise RowError(path, line, name, f"not a string: {value!r}", f"bad {name}")
-    text, title = text.strip(), (title or "").strip()
-    if not text and not title:
-        blank = "title and text are blank" if kind == "document" else "text is blank"
-        raise RowError(path, line, "text", f"empty {kind}: {blank}", "empty text")
-    return f"{title} {text}" if title and text else title or text
-
-
-def _read_qrels(
-    path: Path, queries: dict[str, int], docs: dict[str, int], skips: SkipLog
-) -> dict[str, dict[str, int]]:
-    """``query id -> doc id -> grade`` from one qrels file."""
-    _, rows = read_table(path, required=QRELS_COLUMNS, on_bad_row=skips)
-    qrels: dict[str, dict[str, int]] = {}
-    for line, row in rows:
-        query_id, doc_id, score = row["query-id"], row["corpus-id"], row["score"].strip()
-        try:
-            if query_id not in queries:
-                problem = f"unknown query id {query_id!r}: not in queries.jsonl"
-                raise RowError(path, line, "query-id", problem, "unknown query-id")
-            if doc_id not in docs:
-                problem = f"unknown document id {doc_id!r}: not in corpus.jsonl"
-                raise RowError(path, line, "corpus-id", problem, "unknown corpus-id")
-            if not _INT.fullmatch(score):
-                problem = f"not an integer grade: {score[:40]!r}"
-                raise RowError(path, line, "score", problem, "non-integer score")
-            if len(score.lstrip("+-").lstrip("0")) > MAX_GRADE_DIGITS:
-                problem = f"grade out of range: more than {MAX_GRADE_DIGITS} digits"
-                raise RowError(path, line, "score", problem, "score out of range")
-            grade = int(score)
-            earlier = qrels.get(query_id, {}).get(doc_id, grade)
-            if earlier != grade:
-                problem = f"grade {grade} contradicts grade {earlier} given earlier in this file"
-                raise RowError(path, line, "score", problem, "conflicting score")
-        except RowError as err:
-            skips(err)
-            continue
-        qrels.setdefault(query_id, {})[doc_id] = grade
-    skips.warn()
-    return qrels
+    def _eval_split(self, stage: str, qrels, queries: TokenStore, query_index) -> EvalSplit:
+        ids = list(qrels)
+        if stage == "val" and self.max_val_queries and len(ids) > self.max_val_queries:
+            g = torch.Generator().manual_seed(self.seed)
+            keep = torch.randperm(len(ids), generator=g)[: self.max_val_queries].sort().values
+            ids = [ids[i] for i in keep.tolist()]
+            log.info("validating on %d of %d judged queries", len(ids), len(qrels))
+        rows = torch.tensor([query_index[q] for q in ids], dtype=torch.long)
+        return EvalSplit(queries.select(rows), ids, {q: qrels[q] for q in ids}, self.doc_ids)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from twotower.losses.base import Loss
 
 
-class ListwiseSoftmaxLoss(nn.Module):
+class ListwiseSoftmaxLoss(Loss):
     """Softmax cross-entropy over each row's valid candidates, target = labels / labels.sum.
 
     Input: a query with one relevant and n non-relevant candidates (the DSSM paper samples
@@ -32,8 +32,6 @@ class ListwiseSoftmaxLoss(nn.Module):
         >>> loss(scores, labels, torch.ones(1, 2, dtype=torch.bool))  # -log(1/2)
         tensor(0.6931)
     """
-
-    needs_negatives_per_row: ClassVar[bool] = True
 
     def forward(self, scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
         relevant = mask & (labels > 0)  # (B, C)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from twotower.errors import check_positive
+from twotower.losses.base import Loss
 from twotower.losses.pairs import mean_over_pairs, pair_differences
 
 
-class PairwiseHingeLoss(nn.Module):
+class PairwiseHingeLoss(Loss):
     """Mean over pairs of max(0, margin - s_p + s_n), for pairs with labels[p] > labels[n].
 
     Input: a query with at least one relevant and one non-relevant candidate, e.g.
@@ -39,8 +38,6 @@ class PairwiseHingeLoss(nn.Module):
         >>> loss(scores, labels, torch.ones(1, 3, dtype=torch.bool))  # (0.5 + 0) / 2
         tensor(0.2500)
     """
-
-    needs_negatives_per_row: ClassVar[bool] = True
 
     def __init__(self, margin: float = 1.0):
         super().__init__()

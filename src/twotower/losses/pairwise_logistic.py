@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from twotower.errors import check_positive
+from twotower.losses.base import Loss
 from twotower.losses.pairs import mean_over_pairs, pair_differences
 
 
-class PairwiseLogisticLoss(nn.Module):
+class PairwiseLogisticLoss(Loss):
     """Mean over pairs of log(1 + exp(sigma (s_n - s_p))), for pairs with labels[p] > labels[n].
 
     Input: a query with at least one relevant and one non-relevant candidate, e.g.
@@ -37,8 +36,6 @@ class PairwiseLogisticLoss(nn.Module):
         >>> loss(scores, labels, torch.ones(1, 2, dtype=torch.bool))  # log(1 + e^0)
         tensor(0.6931)
     """
-
-    needs_negatives_per_row: ClassVar[bool] = True
 
     def __init__(self, sigma: float = 1.0):
         super().__init__()

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from twotower.errors import check, check_positive
+from twotower.losses.base import Loss
 
 
-class PointwiseLoss(nn.Module):
+class PointwiseLoss(Loss):
     """Binary cross-entropy with logits over every valid entry, target labels > 0.
 
     Input: labelled (label, query, doc) pairs, one candidate per row is fine; also works

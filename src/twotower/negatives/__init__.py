@@ -19,7 +19,6 @@ from twotower.negatives.base import (
 )
 from twotower.negatives.frequency import CountedFrequency, StreamingFrequency
 from twotower.negatives.in_batch import InBatchNegatives
-from twotower.negatives.mixed import MixedNegatives
 from twotower.negatives.presampled import PresampledNegatives
 from twotower.negatives.sampled import SampledNegatives
 from twotower.negatives.uniform import UniformNegatives
@@ -31,7 +30,6 @@ __all__ = [
     "Encoder",
     "History",
     "InBatchNegatives",
-    "MixedNegatives",
     "Negatives",
     "PresampledNegatives",
     "SampledNegatives",

@@ -19,10 +19,13 @@ from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 
 from twotower.distributed import gather
+from twotower.errors import ConfigError
+from twotower.formats import COLUMNS, described
 from twotower.similarity import Similarity
 
 if TYPE_CHECKING:
     from twotower.data.base import Catalogue
+    from twotower.losses.base import Loss
 
 Encoder = Callable[[Any], Tensor]  # a tower input (tensor or dict of tensors) -> (B, D)
 NO_QUERY = -1  # query id of candidates that are nobody's positive
@@ -48,15 +51,26 @@ class Negatives(nn.Module):
     """
 
     formats: tuple[str, ...] = ("pairs", "presampled")  # training row formats it accepts
+    catalogue: Catalogue | None = None  # the training data's documents, after bind()
 
-    def check_batch_size(self, batch_size: int) -> None:
-        """Raise :class:`~twotower.errors.ConfigError` if ``data.batch_size`` cannot work."""
+    def check(self, loss: Loss, data_format: str, batch_size: int) -> None:
+        """Raise :class:`~twotower.errors.ConfigError` (key relative to the strategy) if it
+        cannot train ``loss`` on rows of ``data_format`` in batches of ``batch_size``."""
+        if data_format not in self.formats:
+            raise ConfigError(
+                "_target_",
+                f"{type(self).__module__}.{type(self).__qualname__}",
+                f"needs training rows of format {described(self.formats)}, but the data are "
+                f"{COLUMNS[data_format]}",
+            )
 
     def bind(self, catalogue: Catalogue) -> None:
         """Take what the strategy needs from the training data (called once, after setup).
 
-        Binds the strategy's parts (frequency estimator, history), its direct submodules.
+        Keeps the catalogue (the documents to draw from) and binds the strategy's parts
+        (frequency estimator, history), its direct submodules.
         """
+        self.catalogue = catalogue
         for part in self.children():
             if hasattr(part, "bind"):
                 part.bind(catalogue)
@@ -141,7 +155,7 @@ class History(nn.Module):
         >>> import torch
         >>> from twotower.data.base import Catalogue
         >>> h = History()
-        >>> h.bind(Catalogue(None, torch.ones(3), torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])))
+        >>> h.bind(Catalogue(range(3), torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])))
         >>> h(torch.tensor([0, 1]), torch.tensor([0, 1, 2]))
         tensor([[ True, False,  True],
                 [False,  True, False]])
@@ -153,7 +167,7 @@ class History(nn.Module):
         self.n_docs = 0
 
     def bind(self, catalogue: Catalogue) -> None:
-        self.n_docs = len(catalogue.doc_counts)
+        self.n_docs = len(catalogue.docs)
         keys = catalogue.positive_query.long() * self.n_docs + catalogue.positive_doc.long()
         self.keys = torch.unique(keys).to(self.keys.device)  # sorted
 

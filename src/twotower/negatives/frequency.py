@@ -30,7 +30,7 @@ class CountedFrequency(nn.Module):
         >>> import torch
         >>> from twotower.data.base import Catalogue
         >>> f = CountedFrequency()
-        >>> f.bind(Catalogue(None, torch.tensor([3.0, 1.0, 0.0]), None, None))
+        >>> f.bind(Catalogue(range(3), torch.zeros(4), torch.tensor([0, 0, 0, 1])))  # 3, 1, 0
         >>> f.log_prob(torch.tensor([0, 1, 2])).exp()
         tensor([0.7500, 0.2500, 0.2500])
     """

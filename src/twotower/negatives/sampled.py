@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,9 @@ from twotower.negatives.base import (
     score_pool,
 )
 from twotower.similarity import Similarity
+
+if TYPE_CHECKING:
+    from twotower.losses.base import Loss
 
 
 class SampledNegatives(Negatives):
@@ -36,13 +41,14 @@ class SampledNegatives(Negatives):
         self.num_negatives = num_negatives
         self.history = History()
 
-    def check_batch_size(self, batch_size: int) -> None:
+    def check(self, loss: Loss, data_format: str, batch_size: int) -> None:
         if self.num_negatives >= batch_size:
             raise ConfigError(
                 "num_negatives",
                 self.num_negatives,
                 f"must be < data.batch_size ({batch_size}): negatives come from the batch",
             )
+        super().check(loss, data_format, batch_size)
 
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder

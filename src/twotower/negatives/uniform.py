@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
@@ -17,10 +15,6 @@ from twotower.negatives.base import (
     unbound,
 )
 from twotower.similarity import Similarity
-
-if TYPE_CHECKING:
-    from twotower.data.base import Catalogue
-
 
 REDRAW_ROUNDS = 20  # a user with 80% of the items still collides with p = 0.8^21 = 0.9%
 
@@ -49,11 +43,6 @@ class UniformNegatives(Negatives):
         check(ok and num_negatives >= 1, "num_negatives", num_negatives, "must be an integer >= 1")
         self.num_negatives = num_negatives
         self.history = History()
-        self.catalogue: Catalogue | None = None
-
-    def bind(self, catalogue: Catalogue) -> None:
-        self.catalogue = catalogue
-        super().bind(catalogue)
 
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder

@@ -1,14 +1,28 @@
-"""Full-corpus evaluation: rank every document for every judged query, then score the ranking."""
+"""Full-corpus evaluation: rank every document for every judged query, then score the ranking.
+
+:func:`evaluate` ranks given vectors; :class:`CorpusEvaluator` encodes them with a model,
+in Lightning's validation and test loops (batches from every process) or over whole stores
+(``twotower.evaluate``, ``twotower.export``), and ranks them with :func:`evaluate`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
+from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor
 
-from twotower.retrieval.ranking import Qrels, max_k, ranking_metrics
-from twotower.retrieval.search import exact_search
+from twotower.errors import TrainingDiverged
+from twotower.retrieval.exact import exact_search
+from twotower.retrieval.ranking import (
+    DEFAULT_METRICS,
+    Qrels,
+    max_k,
+    parse_metrics,
+    ranking_metrics,
+)
 
 
 @dataclass
@@ -84,3 +98,122 @@ def evaluate(
     total = weight.sum().clamp(min=1)
     means = {name: float((v.float() * weight).sum() / total) for name, v in per_query.items()}
     return Ranking(scores, indices, means, per_query)
+
+
+class Encoders(Protocol):
+    """What the evaluator needs of a model: its two towers and its similarity."""
+
+    device: torch.device
+    similarity: Any
+
+    def encode_queries(self, inputs: Any) -> Tensor: ...
+
+    def encode_documents(self, inputs: Any) -> Tensor: ...
+
+
+class CorpusEvaluator:
+    """Encodes a split's judged queries and the whole corpus, ranks, and scores the ranking.
+
+    In Lightning's loops the datamodule's second and third validation / test loaders give
+    batches of judged queries (``{"index", "query"}``) and of corpus documents
+    (``{"index", "doc"}``): :meth:`collect` encodes each, and :meth:`rank_epoch` gathers them
+    from every process and ranks once per epoch. Vectors are prepared for inner product
+    (normalised for cosine) by the model's similarity.
+
+    Args:
+        metrics: full-corpus metric names (``ndcg@10`` ...); a bad name fails here.
+        depth: documents kept per query (the run file's depth).
+    """
+
+    def __init__(self, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, depth: int = 100):
+        parse_metrics(metrics)
+        self.metrics, self.depth = list(metrics), depth
+        self._encoded: dict[str, list[tuple[Tensor, Tensor]]] = {"query": [], "doc": []}
+        self.rankings: dict[str, Ranking] = {}  # the last ranking of each stage
+
+    @staticmethod
+    def takes(batch: dict[str, Any]) -> bool:
+        """Whether ``batch`` holds judged queries or corpus documents, not (query, doc) rows."""
+        return "doc" not in batch or "query" not in batch
+
+    def collect(self, model: Encoders, batch: dict[str, Any]) -> None:
+        """Encode one batch of judged queries or of corpus documents and keep the vectors."""
+        side = "query" if "doc" not in batch else "doc"
+        encode = model.encode_queries if side == "query" else model.encode_documents
+        vectors = model.similarity.prepare(encode(batch[side]))  # (B, D)
+        self._encoded[side].append((batch["index"], vectors))
+
+    @torch.inference_mode()
+    def encode(self, model: Encoders, store: Any, side: str, batch_size: int = 1024) -> Tensor:
+        """Search-ready vectors ``(N, D)``, on the CPU, of every row of ``store`` (a token or
+        feature store); ``side`` is ``query`` or ``doc``."""
+        encode = {"query": model.encode_queries, "doc": model.encode_documents}[side]
+        out = []
+        for start in range(0, len(store), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(store)))
+            inputs = move_data_to_device(store.batch(rows), model.device)
+            out.append(model.similarity.prepare(encode(inputs)).cpu())
+        return torch.cat(out).float() if out else torch.zeros(0, 0)
+
+    def rank(
+        self,
+        split: Any,
+        queries: Tensor,
+        docs: Tensor,
+        query_present: Tensor | None = None,
+        doc_present: Tensor | None = None,
+        index: Any = None,
+    ) -> Ranking:
+        """Rank ``docs`` ``(D, d)`` for ``split``'s judged ``queries`` ``(Q, d)`` and score it,
+        leaving out what the split excludes (a user's training items) and keeping only its
+        candidates (cold-start items)."""
+        return evaluate(
+            queries,
+            docs,
+            split.judged,
+            self.metrics,
+            depth=self.depth,
+            index=index,
+            query_present=query_present,
+            doc_present=doc_present,
+            exclude=split.exclude,
+            candidates=split.candidates,
+        )
+
+    def rank_epoch(self, stage: str, split: Any, n_docs: int, all_gather=None) -> Ranking | None:
+        """Rank what :meth:`collect` kept this epoch (``None`` if it kept no document: a
+        sanity check), gathered with ``all_gather`` under DDP; kept in ``rankings[stage]``."""
+        if not self._encoded["doc"]:
+            self.reset()
+            return None
+        queries, q_present = self._gathered("query", len(split.query_ids), all_gather)
+        docs, d_present = self._gathered("doc", n_docs, all_gather)
+        for side, vectors in (("query", queries), ("document", docs)):
+            if not torch.isfinite(vectors).all():
+                raise TrainingDiverged(f"{stage}: the {side} tower gives non-finite vectors")
+        if not (q_present.all() and d_present.all()):
+            rank_zero_warn(
+                f"{stage}: ranked {int(d_present.sum())}/{len(d_present)} documents for "
+                f"{int(q_present.sum())}/{len(q_present)} queries (limit_{stage}_batches?): "
+                "the full-corpus metrics cover only those"
+            )
+        self.rankings[stage] = self.rank(split, queries, docs, q_present, d_present)
+        return self.rankings[stage]
+
+    def reset(self) -> None:
+        """Drop the vectors collected so far."""
+        self._encoded = {"query": [], "doc": []}
+
+    def _gathered(self, side: str, n: int, all_gather) -> tuple[Tensor, Tensor]:
+        """The ``(n, D)`` vectors collected this epoch (from every process) and a present mask."""
+        parts, self._encoded[side] = self._encoded[side], []
+        index = torch.cat([i for i, _ in parts])
+        vectors = torch.cat([v for _, v in parts]).float()
+        if all_gather is not None:  # samplers pad to equal shards: shapes agree
+            index = all_gather(index).flatten()
+            vectors = all_gather(vectors).flatten(0, -2)
+        out = vectors.new_zeros(n, vectors.shape[-1])
+        out[index] = vectors
+        present = torch.zeros(n, dtype=torch.bool, device=out.device)
+        present[index] = True
+        return out.cpu(), present.cpu()

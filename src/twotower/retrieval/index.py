@@ -1,7 +1,7 @@
 """Search indexes over document vectors: exact (torch) and faiss flat, HNSW and IVF.
 
 Every index has the same interface: ``build(embeddings)``, ``search(queries, k)`` with the
-contract of :func:`~twotower.retrieval.search.exact_search` (inner product, ``(Q, k')`` scores
+contract of :func:`~twotower.retrieval.exact.exact_search` (inner product, ``(Q, k')`` scores
 and long indices, ``k' = min(k, D)``, best first), ``save(directory)`` and
 :func:`load_index`. An approximate index that finds fewer than ``k'`` documents for a query
 pads its row with index -1 and score -inf; callers treat -1 as "no document".
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from twotower.errors import check, check_positive
-from twotower.retrieval.search import (
+from twotower.retrieval.exact import (
     DOC_BLOCK,
     QUERY_BLOCK,
     check_matrix,

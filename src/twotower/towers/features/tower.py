@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from twotower.data.features import Feature
+from twotower.data.components.features import Feature
 from twotower.errors import ConfigError, check, check_choice
 from twotower.towers.base import (
     check_activation,
@@ -76,7 +76,7 @@ class FeatureTower(nn.Module):
         cross_rank: Rank of the cross layers' matrices; ``None`` for full rank.
 
     Shapes:
-        batch ``{name: tensor}`` laid out as in :mod:`twotower.data.features` ->
+        batch ``{name: tensor}`` laid out as in :mod:`twotower.data.components.features` ->
         ``(B, output_dim)``.
 
     References:

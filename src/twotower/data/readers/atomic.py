@@ -31,11 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from twotower.data.files import printable
+from twotower.data.readers.files import BOM, decode_utf8, printable
 from twotower.errors import DataError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
-_BOM = "\ufeff"
 
 
 @dataclass
@@ -92,10 +91,10 @@ def read_atomic(
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, None, "no such file")
-    text = _decode(path, path.read_bytes(), field_separator).replace("\r\n", "\n")
-    lines = text.split("\n")
-    if lines[0].startswith(_BOM):
-        lines[0] = lines[0][1:]
+    data = path.read_bytes()
+    data = data[len(BOM) :] if data.startswith(BOM) else data
+    text = decode_utf8(path, data, 1, _header_field(data, field_separator))
+    lines = text.replace("\r\n", "\n").split("\n")
     if not any(line.strip() for line in lines):
         raise DataError(path, None, None, "empty file: expected a header of name:type fields")
     types = _header(path, lines[0], field_separator)
@@ -108,24 +107,15 @@ def read_atomic(
     return table
 
 
-def _decode(path: Path, data: bytes, separator: str) -> str:
-    """``data`` as strict UTF-8; a DataError naming the line, column and field otherwise."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        number = data.count(b"\n", 0, e.start) + 1
-        start = data.rfind(b"\n", 0, e.start) + 1
-        end = data.find(b"\n", e.start)
-        raw = data[start : end if end >= 0 else len(data)]
-        column = len(raw[: e.start - start].decode("utf-8", "replace")) + 1
-        index = raw.count(separator.encode("utf-8"), 0, e.start - start)
-        first_end = data.find(b"\n")
-        header = data[: first_end if first_end >= 0 else len(data)]
-        header = header.decode("utf-8", "replace").split(separator)
-        name = header[index].partition(":")[0].strip() if index < len(header) else None
-        name = None if name is None else printable(name)
-        problem = f"not UTF-8 (byte 0x{data[e.start]:02x} at column {column})"
-        raise DataError(path, number, name, problem) from None
+def _header_field(data: bytes, separator: str):
+    """``field_of`` for :func:`decode_utf8`: the header's name of the bad byte's field."""
+
+    def field_of(text: str, column: int) -> str | None:
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").split(separator)
+        index = text[:column].count(separator)
+        return header[index].partition(":")[0].strip() if index < len(header) else None
+
+    return field_of
 
 
 def _header(path: Path, line: str, separator: str) -> dict[str, str]:

@@ -3,7 +3,7 @@
 A query is one cleaned definition (one sense); its relevant document is its headword; the corpus
 is every headword, including those left without a query. Run::
 
-    python -m twotower.data.gcide --dictd /usr/share/dictd --out data/gcide [--overwrite]
+    python -m prepare.gcide --dictd /usr/share/dictd --out data/gcide [--overwrite]
 
 ``RULES`` lists what is kept, cut and dropped (the output's ``README.md`` repeats it).
 
@@ -544,7 +544,7 @@ def build(dictd: Path, out: Path, overwrite: bool = False) -> Counter:
         files[f"qrels/{name}.tsv"] = "".join(rows)
         counts[f"queries: {name}"] = len(rows) - 1
         counts[f"headwords with queries: {name}"] = len({r.split("\t")[1] for r in rows[1:]})
-    command = f"python -m twotower.data.gcide --dictd {dictd} --out {out}"
+    command = f"python -m prepare.gcide --dictd {dictd} --out {out}"
     files["README.md"] = readme(dictd, database, command, counts)
     write_dir(out, files, overwrite)
     for name, n in counts.items():

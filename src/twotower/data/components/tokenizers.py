@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from twotower.data.tokens import TokenStore
+from twotower.compat import current_target
+from twotower.data.components.tokens import TokenStore
 from twotower.errors import check, check_positive
 
 PAD, UNK = 0, 1
@@ -272,7 +273,7 @@ class JiebaTokenizer(Tokenizer):
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer saved with :meth:`Tokenizer.state_dict` (e.g. from a checkpoint)."""
-    module, _, name = state["class"].rpartition(".")
+    module, _, name = current_target(state["class"]).rpartition(".")
     tokenizer = getattr(importlib.import_module(module), name)(**state["config"])
     if state["vocab"] is not None:
         tokenizer._set_vocab(state["vocab"])

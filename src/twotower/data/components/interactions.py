@@ -8,7 +8,7 @@ A batch (use with ``collate_fn=collate``)::
     doc       {name: (B, ...)}   the items' features
     doc_id    (B,) long          the item index
 
->>> from twotower.data.features import Feature, FeatureStore
+>>> from twotower.data.components.features import Feature, FeatureStore
 >>> users = FeatureStore(
 ...     [Feature("history", "history", 4, width=2)], {"history": torch.tensor([[3, 2], [1, 0]])}
 ... )
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from twotower.data.features import FeatureStore
+from twotower.data.components.features import FeatureStore
 
 
 class InteractionDataset(Dataset):

@@ -1,10 +1,11 @@
 """RecBoleDataModule: users, items and interactions from RecBole atomic files.
 
 Reads ``{dir}/{name}.inter`` (or the benchmark files ``{name}.{train,valid,test}.inter``) and
-the optional ``{name}.user`` / ``{name}.item``; users are the queries and items the documents,
-each given to its tower as a :class:`~twotower.data.features.FeatureStore`. Evaluation follows
-RecBole's full ranking: every item is ranked for each judged user, except the items the user
-interacted with in training (and in validation, when testing).
+the optional ``{name}.user`` / ``{name}.item``; users are the queries and items the
+documents, each given to its tower as a
+:class:`~twotower.data.components.features.FeatureStore`. Evaluation follows RecBole's full
+ranking: every item is ranked for each judged user, except the items the user interacted
+with in training (and in validation, when testing).
 
     make data-ml100k && python -m twotower.train data=recbole
 """
@@ -20,11 +21,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from twotower.data.atomic import AtomicTable, read_atomic
 from twotower.data.base import Catalogue, EvalSplit, RetrievalDataModule, check_int
-from twotower.data.features import Feature, FeatureStore
-from twotower.data.interactions import InteractionDataset
-from twotower.data.splits import (
+from twotower.data.components.features import Feature, FeatureStore
+from twotower.data.components.interactions import InteractionDataset
+from twotower.data.components.splits import (
     PARTS,
     SPLITS,
     benchmark_files,
@@ -33,8 +33,9 @@ from twotower.data.splits import (
     random_split,
     temporal_split,
 )
-from twotower.data.tokenizers import Tokenizer
-from twotower.data.tokens import TokenStore
+from twotower.data.components.tokenizers import Tokenizer
+from twotower.data.components.tokens import TokenStore
+from twotower.data.readers.atomic import AtomicTable, read_atomic
 from twotower.errors import ConfigError, DataError, check, check_choice
 
 log = logging.getLogger("twotower.data")
@@ -78,7 +79,7 @@ class RecBoleDataModule(RetrievalDataModule):
         user_field, item_field: the id fields (type ``token``).
         time_field: the time field of ``.inter`` (type ``float``); ``None``: file order is time.
         split: ``random`` (RecBole's default), ``loo``, ``temporal`` or ``cold_items`` (see
-            :mod:`twotower.data.splits`); ignored when benchmark files exist.
+            :mod:`twotower.data.components.splits`); ignored when benchmark files exist.
         ratios: train / validation / test shares of ``random`` and ``temporal``.
         split_seed: the seed of ``random`` (RecBole's 2020) and ``cold_items``.
         cold_share: the share of items held out by ``cold_items``.
@@ -196,8 +197,7 @@ class RecBoleDataModule(RetrievalDataModule):
         """The items with their training counts, and the training (user, item) pairs."""
         self._require("train")
         rows = self.datasets["train"]
-        counts = torch.bincount(rows.item, minlength=len(self.doc_ids)).double()
-        return Catalogue(self.corpus, counts, rows.user, rows.item)
+        return Catalogue(self.corpus, rows.user, rows.item)
 
     # -- reading -----------------------------------------------------------------------------
     def _read(self, path: Path) -> AtomicTable:

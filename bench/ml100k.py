@@ -1,6 +1,6 @@
 """make bench-ml100k: two towers and baselines on MovieLens-100K, 3 seeds each, one table.
 
-python -m twotower.bench.ml100k --data data/ml-100k --out experiments/reports/ml100k
+python -m bench.ml100k --data data/ml-100k --out experiments/reports/ml100k
 
 Two protocols on the same data:
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from twotower.bench import popularity
+from bench import popularity
 
 # (protocol, table name, experiment); "pop" is the popularity baseline, not trained.
 MODELS = [
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         results = [run_one(experiment, s, args.data, args.runs, args.extra) for s in seeds]
         rows.append(summarise(protocol, name, experiment, results))
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "make bench-ml100k  # python -m twotower.bench.ml100k " + " ".join(
+    command = "make bench-ml100k  # python -m bench.ml100k " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     header = (

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from twotower.data.tokenizers import UNK, Tokenizer, tokenizer_from_state
+from twotower.data.components.tokenizers import UNK, Tokenizer, tokenizer_from_state
 from twotower.errors import DataError
 from twotower.retrieval.index import load_index
 

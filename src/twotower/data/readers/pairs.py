@@ -1,6 +1,6 @@
 """Read a file of query/document pairs, labelled rows or presampled triples; detect which.
 
-The extension picks the reader (.tsv .csv .jsonl .parquet, see :mod:`twotower.data.files`);
+The extension picks the reader (.tsv .csv .jsonl .parquet, see :mod:`twotower.data.readers.files`);
 the columns pick the format. TSV/CSV files need a header line; JSONL columns are the keys of
 the first object.
 
@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twotower.data.files import RowError, SkipLog, read_table
+from twotower.data.readers.files import RowError, SkipLog, read_table
 from twotower.errors import DataError
 
-FORMATS = ("pairs", "labelled", "presampled")
 _NEG = re.compile(r"neg_([1-9][0-9]*)")
 _LABELS = {0: 0.0, 1: 1.0, "0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}  # 0.0 == 0 as a key
 

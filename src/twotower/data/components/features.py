@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from twotower.data.tokens import TokenStore
+from twotower.data.components.tokens import TokenStore
 
 KINDS = ("id", "token", "token_seq", "float", "float_seq", "text", "history")
 ID_KINDS = ("id", "token", "token_seq", "text", "history")  # integer ids < cardinality

@@ -1,6 +1,6 @@
 """make bench-gcide: twotower models and baselines on the GCIDE reverse dictionary, one table.
 
-python -m twotower.bench.gcide --data data/gcide --out experiments/reports/gcide
+python -m bench.gcide --data data/gcide --out experiments/reports/gcide
 
 Each model is trained by ``python -m twotower.train experiment=<name>`` (a subprocess, as a
 user would run it) and evaluated by ``python -m twotower.evaluate`` on the test split; the
@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from twotower.bench.baselines import BASELINES
-from twotower.data.beir import load_beir
+from bench.baselines import BASELINES
+from twotower.data.readers.beir import load_beir
 from twotower.retrieval.ranking import Qrels, ranking_metrics
 
-log = logging.getLogger("twotower.bench")
+log = logging.getLogger("bench")
 MODELS = {  # table name -> experiment config
     "DSSM (MLP 300-300-128)": "gcide_dssm",
     "CDSSM (CNN)": "gcide_cdssm",
@@ -110,7 +110,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m twotower.bench.gcide", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.gcide", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/gcide"))
     parser.add_argument("--out", type=Path, default=Path("experiments/reports/gcide"))
     parser.add_argument(
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__,
         "wall_time_s": time.perf_counter() - started,
-        "command": "python -m twotower.bench.gcide " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m bench.gcide " + " ".join(argv or sys.argv[1:]),
     }
     (args.out / "bench_gcide.json").write_text(json.dumps(result, indent=2) + "\n")
     md = (

@@ -27,7 +27,7 @@ from twotower.errors import DataError, check_choice
 
 EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 ON_ERROR = ("raise", "skip")
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
 # Whole web pages exceed csv's default field limit of 128 KiB.
 csv.field_size_limit(2**31 - 1)
@@ -150,23 +150,35 @@ def _check_file(path: Path) -> None:
         raise DataError(path, None, None, "no such file")
 
 
-def _decode(path: Path, line: int, raw: bytes, field_of: Callable[[str], str | None]) -> str:
-    """``raw`` as strict UTF-8; a RowError naming the byte, its column and (if found) field."""
+def decode_utf8(
+    path: Path, raw: bytes, line: int, field_of: Callable[[str, int], str | None]
+) -> str:
+    """``raw`` (one line, or a whole file from line ``line`` on) as strict UTF-8.
+
+    A bad byte is a :class:`RowError` naming its line, its column (in characters, as an
+    editor counts) and the field ``field_of(text, column)`` finds: ``text`` is the bad line
+    with undecodable bytes replaced by U+FFFD, ``column`` the 0-based index of the first.
+    The one strict-UTF-8 decoder of every reader; a leading byte-order mark is the caller's.
+    """
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        column = len(raw[: e.start].decode("utf-8")) + 1  # in characters, as an editor counts
-        field = field_of(raw.decode("utf-8", "replace"))
+        start = raw.rfind(b"\n", 0, e.start) + 1
+        end = raw.find(b"\n", e.start)
+        bad = raw[start : end if end >= 0 else len(raw)]
+        column = len(bad[: e.start - start].decode("utf-8"))
+        field = field_of(bad.decode("utf-8", "replace"), column)
         field = None if field is None else printable(field)
-        problem = f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {column})"
+        line += raw.count(b"\n", 0, e.start)
+        problem = f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {column + 1})"
         raise RowError(path, line, field, problem, "not UTF-8") from None
 
 
 def _jsonl_rows(path: Path, handle: OnBadRow) -> Iterator[tuple[int, dict]]:
     with open(path, "rb") as f:
         for line, raw in enumerate(f, 1):
-            if line == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
+            if line == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
             if raw.isspace() or not raw:
                 continue
             try:
@@ -178,7 +190,7 @@ def _jsonl_rows(path: Path, handle: OnBadRow) -> Iterator[tuple[int, dict]]:
 
 
 def _json_object(path: Path, line: int, raw: bytes) -> dict:
-    text = _decode(path, line, raw, _bad_json_field).rstrip("\r\n")  # one line: lineno is 1
+    text = decode_utf8(path, raw, line, _bad_json_field).rstrip("\r\n")
     try:
         obj = json.loads(text)
     except ValueError as e:
@@ -200,7 +212,7 @@ def _json_problem(e: ValueError) -> str:
     return f"malformed JSON: an integer with more than {sys.get_int_max_str_digits()} digits"
 
 
-def _bad_json_field(text: str) -> str | None:
+def _bad_json_field(text: str, column: int) -> str | None:
     """The first key whose value holds a replaced (undecodable) byte."""
     try:
         obj = json.loads(text)
@@ -321,10 +333,10 @@ class _Lines:
     def __next__(self) -> str:
         while raw := self.f.readline():
             self.line += 1
-            if self.line == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
+            if self.line == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
             try:
-                text = _decode(self.path, self.line, raw, self._bad_field)
+                text = decode_utf8(self.path, raw, self.line, self._bad_field)
             except RowError as err:
                 if self.line == 1:
                     raise  # the header: there is nothing to skip to
@@ -335,7 +347,7 @@ class _Lines:
             return text
         raise StopIteration
 
-    def _bad_field(self, text: str) -> str | None:
+    def _bad_field(self, text: str, column: int) -> str | None:
         try:
             values = next(csv.reader([text], **self.dialect))
         except (csv.Error, StopIteration):

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from twotower.data.tokenizers import TrigramTokenizer
+from twotower.data.components.tokenizers import TrigramTokenizer
 from twotower.errors import check
-from twotower.retrieval.search import exact_search
+from twotower.retrieval.exact import exact_search
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_array, sparray
 
-log = logging.getLogger("twotower.bench")
+log = logging.getLogger("bench")
 
 # Dense score blocks of at most this many entries (float32: 64 MB) bound search memory.
 _BLOCK_ENTRIES = 1 << 24

@@ -4,7 +4,7 @@ Every user gets the items ranked by their number of training interactions (ties:
 index first), with the user's training items (and validation items when testing) left out,
 exactly as the towers are evaluated.
 
-    python -m twotower.bench.popularity --out outputs/pop experiment=ml100k
+    python -m bench.popularity --out outputs/pop experiment=ml100k
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from twotower.build import instantiate
+from twotower.config_check import CONF_DIR
 from twotower.errors import user_errors
 from twotower.retrieval.evaluation import Ranking, evaluate
 from twotower.retrieval.runfile import write_run
 from twotower.summary import print_metrics
-from twotower.train import CONF_DIR, build
 
 
 def popularity(datamodule, stage: str, metrics: list[str], depth: int) -> Ranking:
@@ -45,7 +46,7 @@ def run(overrides: list[str], out: Path) -> dict:
     started = time.perf_counter()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"))
+    datamodule = instantiate(cfg.data, "data", tokenizer=instantiate(cfg.tokenizer, "tokenizer"))
     datamodule.setup("fit")
     metrics: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from twotower.data.tokens import TokenStore
+from twotower.data.components.tokens import TokenStore
 
 
 def collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:

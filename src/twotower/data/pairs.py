@@ -1,6 +1,6 @@
 """PairFileDataModule: pair, labelled or triple files (TSV, CSV, JSONL, Parquet).
 
-The training file's columns decide the format (see :mod:`twotower.data.pairfile`). The corpus
+The training file's columns decide the format (see :mod:`twotower.data.readers.pairs`). The corpus
 ranked at evaluation is every distinct document text of the three files (positives and
 negatives); a validation or test query's relevant documents are its positive rows.
 """
@@ -15,12 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from twotower.data.base import EvalSplit, RetrievalDataModule, rows_dataset, uniform_negatives
-from twotower.data.batches import TextPairDataset
-from twotower.data.beir_datamodule import tokenizer_key
-from twotower.data.cache import cached
-from twotower.data.pairfile import PairData, load_pairs
-from twotower.data.tokenizers import Tokenizer, tokenizer_from_state
-from twotower.data.tokens import TokenStore
+from twotower.data.beir import tokenizer_key
+from twotower.data.components.batches import TextPairDataset
+from twotower.data.components.cache import cached
+from twotower.data.components.tokenizers import Tokenizer, tokenizer_from_state
+from twotower.data.components.tokens import TokenStore
+from twotower.data.readers.pairs import PairData, load_pairs
 from twotower.errors import ConfigError, DataError, check, check_choice
 
 log = logging.getLogger("twotower.data")

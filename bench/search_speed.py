@@ -1,6 +1,6 @@
 """Exact search (torch) against faiss ``IndexFlatIP``: speed, peak memory and agreement.
 
-python -m twotower.bench.search_speed --out DIR [--docs 100000 1000000] [--queries 10000]
+python -m bench.search_speed --out DIR [--docs 100000 1000000] [--queries 10000]
     [--dim 128] [--k 100] [--threads 2] [--repeats 3]
 
 Random unit vectors (seeded, so every process draws the same ones). Each (method, corpus)
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
+from twotower.retrieval.exact import exact_search, exact_search_bytes
 from twotower.retrieval.index import recall_of_exact
-from twotower.retrieval.search import exact_search, exact_search_bytes
 
 METHODS = ("exact", "faiss")
 WARM_QUERIES = 2048  # exact_search's default query block; faiss uses BLAS from 20 on
@@ -222,7 +222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
-    report = run(args, "python -m twotower.bench.search_speed " + shlex.join(given))
+    report = run(args, "python -m bench.search_speed " + shlex.join(given))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_eval.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)

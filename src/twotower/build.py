@@ -1,0 +1,144 @@
+"""The one build path: a run config plus the data's tower inputs -> a TwoTowerModule.
+
+``twotower.train`` builds from a datamodule (:func:`build_for_data`); checkpoints, and through
+them ``evaluate`` and ``export``, build from the tower inputs kept in the checkpoint
+(:func:`build_module`). Before training, every part checks that it fits the others and the
+data (``Negatives.check``, ``Loss.check``, ``input_kind``), each error one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from twotower.data.components.features import Feature
+from twotower.errors import ConfigError, DataError, under
+from twotower.module import TwoTowerModule
+from twotower.retrieval.ranking import DEFAULT_METRICS
+
+
+def instantiate(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Instantiate ``cfg`` (found at ``key``); a :class:`ConfigError` is re-raised with the key."""
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause.under(key) from None
+        if isinstance(cause, DataError):
+            raise cause from None
+        raise ConfigError(
+            key, OmegaConf.select(cfg, "_target_"), f"cannot be built: {cause or e}"
+        ) from e
+    except ConfigError as e:
+        raise e.under(key) from None
+
+
+def doc_tower_config(cfg: DictConfig) -> DictConfig:
+    """The document tower's config: its own (``tower@doc_tower=...``) or the query tower's."""
+    return cfg.doc_tower if cfg.get("doc_tower") is not None else cfg.tower
+
+
+def check_tower_input(tower_cfg: DictConfig, key: str, kind: str) -> None:
+    """A text tower on feature data (or the reverse) is a config error, named before building."""
+    target = OmegaConf.select(tower_cfg, "_target_")
+    try:
+        tower_kind = getattr(hydra.utils.get_class(target), "input_kind", "text")
+    except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate()
+        return
+    if tower_kind != kind:
+        options = "tower=features or tower=id" if kind == "features" else "tower=mlp, lstm or cnn"
+        expected = f"encodes {tower_kind}, but the data give {kind}: use {options}"
+        raise ConfigError(f"{key}._target_", target, expected)
+
+
+def inputs_state(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A tower's data-given arguments as plain data (feature schemas as dicts) for checkpoints."""
+    return {
+        k: [dataclasses.asdict(f) for f in v] if k == "features" else v for k, v in inputs.items()
+    }
+
+
+def inputs_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`inputs_state`."""
+    return {k: [Feature(**f) for f in v] if k == "features" else v for k, v in state.items()}
+
+
+def build_towers(cfg: DictConfig, inputs: dict[str, dict[str, Any]], kind: str):
+    """The query tower and the document tower (``None`` when shared), from the config."""
+    check_tower_input(cfg.tower, "tower", kind)
+    query_tower = instantiate(cfg.tower, "tower", **inputs["query"])
+    if cfg.model.share_towers:
+        if kind == "features":
+            raise ConfigError(
+                "model.share_towers", True, "users and items have different features: set false"
+            )
+        if cfg.get("doc_tower") is not None and cfg.doc_tower != cfg.tower:
+            raise ConfigError(
+                "model.share_towers",
+                True,
+                "needs the same tower on both sides; drop the tower@doc_tower "
+                "override or set model.share_towers=false",
+            )
+        return query_tower, None
+    check_tower_input(doc_tower_config(cfg), "doc_tower", kind)
+    return query_tower, instantiate(doc_tower_config(cfg), "doc_tower", **inputs["doc"])
+
+
+def build_module(
+    cfg: DictConfig,
+    inputs: dict[str, dict[str, Any]],
+    tokenizer_state: dict[str, Any],
+    data_format: str | None = None,
+) -> TwoTowerModule:
+    """A :class:`TwoTowerModule` from the run config and the towers' data-given arguments.
+
+    Args:
+        cfg: the run config (``conf/train.yaml`` composed, or a checkpoint's).
+        inputs: ``{"query": kwargs, "doc": kwargs}`` for the towers beyond their config
+            (vocabulary size, feature schema).
+        tokenizer_state: the tokenizer's ``state_dict()``, kept in checkpoints.
+        data_format: the training rows' format; given, the negatives and the loss check that
+            they can train on it (a checkpoint being loaded is not checked).
+    """
+    kind = "features" if "features" in inputs["query"] else "text"
+    query_tower, doc_tower = build_towers(cfg, inputs, kind)
+    negatives = instantiate(cfg.negatives, "negatives")
+    loss = instantiate(cfg.loss, "loss")
+    if data_format is not None:
+        with under("negatives"):
+            negatives.check(loss, data_format, cfg.data.batch_size)
+        with under("loss"):
+            loss.check(data_format)
+    model = cfg.model
+    return TwoTowerModule(
+        query_tower=query_tower,
+        doc_tower=doc_tower,
+        similarity=instantiate(cfg.similarity, "similarity"),
+        negatives=negatives,
+        loss=loss,
+        optimizer=instantiate(cfg.optimizer, "optimizer"),
+        scheduler=instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        scheduler_monitor=model.get("scheduler_monitor", "val/loss"),
+        recall_at=tuple(model.recall_at),
+        metrics=tuple(model.get("metrics") or DEFAULT_METRICS),
+        run_depth=model.get("run_depth", 100),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        tokenizer_state=tokenizer_state,
+        tower_inputs={side: inputs_state(kw) for side, kw in inputs.items()},
+    )
+
+
+def build_for_data(cfg: DictConfig, datamodule) -> TwoTowerModule:
+    """The module for training on ``datamodule`` (set up): checked against its rows' format and
+    batch size, its negatives bound to the training data."""
+    inputs = {side: datamodule.tower_inputs(side) for side in ("query", "doc")}
+    module = build_module(
+        cfg, inputs, datamodule.tokenizer.state_dict(), data_format=datamodule.train_format
+    )
+    module.negatives.bind(datamodule.catalogue())
+    return module
