@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from twotower.data.components.cache import cache_key, cached
+from twotower.data.components.cache import cache_key, cached, load_entry, save_entry
 
 # A builder process: waits for the "go" file so both processes race into cached() together,
 # builds slowly (so the other one arrives mid-build), and logs each build to builds.log.
@@ -63,22 +63,22 @@ def test_two_processes_building_one_key_build_it_once(tmp_path):
     assert len((tmp_path / "builds.log").read_text().split()) == 1  # the second one waited
     key = cache_key([tmp_path / "input.txt"], {"n": 1})[:24]
     # one entry; no temporary or lock file left behind
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"test-{key}.pt"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"test-{key}.npz"]
 
 
 def entry(tmp_path: Path) -> Path:
     (tmp_path / "input.txt").write_text("some text\n")
     cached(tmp_path / "cache", "test", [tmp_path / "input.txt"], {}, lambda: {"x": 1})
-    (path,) = (tmp_path / "cache").glob("*.pt")
+    (path,) = (tmp_path / "cache").glob("*.npz")
     return path
 
 
 def test_a_truncated_or_foreign_entry_is_rebuilt_with_a_warning(tmp_path, caplog):
     path = entry(tmp_path)
     good, files = path.read_bytes(), [tmp_path / "input.txt"]
-    for bad in (good[: len(good) // 2], b"not a torch file", None):
+    for bad in (good[: len(good) // 2], b"not an npz file", None):
         if bad is None:  # loads fine but is not what cached() writes
-            torch.save([1, 2, 3], path)
+            save_entry([1, 2, 3], path)
         else:
             path.write_bytes(bad)
         caplog.clear()
@@ -86,7 +86,7 @@ def test_a_truncated_or_foreign_entry_is_rebuilt_with_a_warning(tmp_path, caplog
             value = cached(tmp_path / "cache", "test", files, {}, lambda: {"x": 2})
         assert value == {"x": 2}
         assert f"cache entry {path}" in caplog.text and "rebuilding it" in caplog.text
-        assert torch.load(path, weights_only=True) == {"x": 2}  # the rebuilt entry replaced it
+        assert load_entry(path) == {"x": 2}  # the rebuilt entry replaced it
 
 
 def test_a_good_entry_is_loaded_not_rebuilt(tmp_path):
@@ -96,3 +96,22 @@ def test_a_good_entry_is_loaded_not_rebuilt(tmp_path):
         raise AssertionError("rebuilt a good entry")
 
     assert cached(tmp_path / "cache", "test", [tmp_path / "input.txt"], {}, fail) == {"x": 1}
+
+
+def test_an_entry_round_trips_tensors_strings_and_json(tmp_path):
+    """Tensors keep dtype and values; string lists (surrogates too) and nested JSON come back."""
+    value = {
+        "ids": torch.tensor([3, 1, 2], dtype=torch.int32),
+        "scores": torch.tensor([[0.5, -1.0]], dtype=torch.float64),
+        "mask": torch.tensor([True, False]),
+        "texts": ["été", "", "a\nb", "\udcff"],
+        "qrels": {"q1": {"d1": 2, "d2": 0}},
+        "nested": [{"t": torch.arange(2)}, None, 1.5, [], ["x", 1]],
+    }
+    save_entry(value, tmp_path / "e.npz")
+    back = load_entry(tmp_path / "e.npz")
+    for key in ("ids", "scores", "mask"):
+        assert back[key].dtype == value[key].dtype and torch.equal(back[key], value[key])
+    assert back["texts"] == value["texts"] and back["qrels"] == value["qrels"]
+    assert torch.equal(back["nested"][0]["t"], torch.arange(2))
+    assert back["nested"][1:] == [None, 1.5, [], ["x", 1]]

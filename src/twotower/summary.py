@@ -80,7 +80,8 @@ def print_metrics(result: dict[str, Any], path: Path) -> None:
         return
     console.print(
         f"train: {result['train_samples']} samples in {result['train_time_s']:.1f} s "
-        f"({result['train_samples_per_s']:.0f}/s); wall time {result['wall_time_s']:.1f} s"
+        f"({result['train_samples_per_s']:.0f}/s), validation {result['validation_time_s']:.1f} s; "
+        f"wall time {result['wall_time_s']:.1f} s"
     )
 
 
@@ -100,16 +101,18 @@ def run_result(
 ) -> dict[str, Any]:
     """What ``metrics.json`` holds for a training run that began at ``started``."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    train_s = stats.seconds - stats.val_seconds  # training steps only
     return {
         "metrics": {k: float(v) for k, v in metrics.items()},
         "wall_time_s": time.perf_counter() - started,
-        "train_time_s": stats.seconds,
-        # per epoch, without the validation inside fit (full-corpus ranking each epoch)
-        "epoch_time_s": (stats.seconds - stats.val_seconds) / max(1, trainer.current_epoch),
+        # fit_time_s = train_time_s + validation_time_s (the full-corpus ranking inside fit)
+        "fit_time_s": stats.seconds,
+        "train_time_s": train_s,
+        "epoch_time_s": train_s / max(1, trainer.current_epoch),
         "validation_time_s": stats.val_seconds,
         "peak_memory_mib": peak_memory_mib(),
         "train_samples": stats.samples,
-        "train_samples_per_s": stats.samples / stats.seconds if stats.seconds else 0.0,
+        "train_samples_per_s": stats.samples / train_s if train_s > 0 else 0.0,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_checkpoint": best,
