@@ -150,9 +150,9 @@ def drawn_ids(monkeypatch) -> list[torch.Tensor]:
 def test_catalogue_vectors_encode_each_distinct_item_once():
     encode = Recorder()
     ids = torch.tensor([5, 1, 5, 5, 2, 1])
-    vectors = catalogue_vectors(catalogue(8), ids, encode, "cpu")
+    vectors, inverse = catalogue_vectors(catalogue(8), ids, encode, "cpu")
     assert encode.ids[0].tolist() == [1, 2, 5]
-    assert torch.equal(vectors, one_hot(ids))
+    assert torch.equal(vectors[inverse], one_hot(ids))
 
 
 def test_mixed_masks_uniform_draws_that_are_the_positive_or_history(drawn_ids):
@@ -429,3 +429,28 @@ def test_logq_scores_track_the_true_preference(logq):
     assert (pearson(scores, log_pref) > 0.9).all()
     assert slope(residual, log_pop).mean().abs() < 0.2
     assert (slope(residual, log_pop).abs() < 0.45).all()
+
+
+def test_history_table_and_sorted_keys_agree(monkeypatch):
+    """The dense table (small catalogues) answers as the searchsorted keys do, ids beyond the
+    training users included."""
+    from twotower.negatives import History
+
+    g = torch.Generator().manual_seed(0)
+    users, items = (
+        torch.randint(0, 50, (400,), generator=g),
+        torch.randint(0, 30, (400,), generator=g),
+    )
+    cat = Catalogue(IdStore(30), users, items)
+    dense = History()
+    dense.bind(cat)
+    monkeypatch.setattr(History, "DENSE_LIMIT", 0)
+    sparse = History()
+    sparse.bind(cat)
+    assert len(dense.table) and not len(sparse.table)
+    query, docs = (
+        torch.randint(0, 60, (64,), generator=g),
+        torch.randint(0, 30, (64, 9), generator=g),
+    )
+    assert torch.equal(dense(query, docs), sparse(query, docs))
+    assert dense(query, docs).any() and not dense(torch.tensor([55]), docs[:1]).any()

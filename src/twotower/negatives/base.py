@@ -148,8 +148,10 @@ class History(nn.Module):
     """Which (query, document) pairs are training positives: a user's consumed items.
 
     The pairs are kept as sorted keys ``query_id * n_docs + doc_id`` and looked up with
-    ``searchsorted``, so a ``(B, C)`` test costs ``B * C * log P`` and no Python loop. The
-    keys are rebuilt from the data by :meth:`bind`, hence not saved in checkpoints.
+    ``searchsorted``, so a ``(B, C)`` test costs ``B * C * log P`` and no Python loop; when
+    queries x documents is at most ``DENSE_LIMIT`` a bool table over the keys answers with
+    one lookup (uniform negatives test every draw, several rounds a step). Both are rebuilt
+    from the data by :meth:`bind`, hence not saved in checkpoints.
 
     Example:
         >>> import torch
@@ -161,15 +163,23 @@ class History(nn.Module):
                 [False,  True, False]])
     """
 
+    DENSE_LIMIT = 2**26  # (queries x documents) up to this: a bool table, one lookup a test
+
     def __init__(self):
         super().__init__()
         self.register_buffer("keys", torch.empty(0, dtype=torch.long), persistent=False)
+        self.register_buffer("table", torch.empty(0, dtype=torch.bool), persistent=False)
         self.n_docs = 0
 
     def bind(self, catalogue: Catalogue) -> None:
         self.n_docs = len(catalogue.docs)
         keys = catalogue.positive_query.long() * self.n_docs + catalogue.positive_doc.long()
         self.keys = torch.unique(keys).to(self.keys.device)  # sorted
+        size = int(self.keys[-1]) + 1 if len(self.keys) else 0
+        table = torch.zeros(size if size <= self.DENSE_LIMIT else 0, dtype=torch.bool)
+        if len(table):  # MovieLens: 943 x 1,682 = 1.6 MB
+            table[self.keys.cpu()] = True
+        self.table = table.to(self.keys.device)
 
     def forward(self, query_id: Tensor, doc_ids: Tensor) -> Tensor:
         """``(B, C)`` True where ``doc_ids`` (``(C,)`` shared or ``(B, C)``) is in the
@@ -179,6 +189,9 @@ class History(nn.Module):
         keys = query_id[:, None] * self.n_docs + doc_ids  # (B, C)
         if not len(self.keys):
             return torch.zeros_like(keys, dtype=torch.bool)
+        if len(self.table):  # keys past the table (queries without training positives): False
+            inside = (keys >= 0) & (keys < len(self.table))
+            return self.table[keys.clamp(0, len(self.table) - 1)] & inside
         at = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)  # (B, C)
         return self.keys[at] == keys
 
@@ -216,12 +229,15 @@ def score_pool(
     return Candidates(scores, labels, mask)
 
 
-def catalogue_vectors(catalogue: Catalogue, ids: Tensor, encode: Encoder, device) -> Tensor:
-    """``(len(ids), D)`` vectors of catalogue documents ``ids`` (``(K,)``, on the CPU).
+def catalogue_vectors(
+    catalogue: Catalogue, ids: Tensor, encode: Encoder, device
+) -> tuple[Tensor, Tensor]:
+    """The vectors ``(U, D)`` of the distinct catalogue documents among ``ids`` (on the CPU)
+    and each id's row among them (``ids``' shape): ``vectors[inverse]`` are the ids' vectors.
 
     Each distinct document is encoded once: 1,024 rows x 64 uniform draws from 1,682 items
     would otherwise gather and encode 65,536 feature rows per step.
     """
     unique, inverse = torch.unique(ids, return_inverse=True)
     vectors = encode(move_data_to_device(catalogue.docs.batch(unique), device))
-    return vectors[inverse.to(vectors.device)]
+    return vectors, inverse.to(vectors.device)

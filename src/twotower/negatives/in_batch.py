@@ -117,7 +117,8 @@ class InBatchNegatives(Negatives):
                 raise unbound("InBatchNegatives with num_uniform > 0", "the catalogue")
             n_items = len(self.catalogue.docs)
             drawn = torch.randint(n_items, (self.num_uniform,))  # (K,) on the CPU, as the store
-            extra = catalogue_vectors(self.catalogue, drawn, encode, q.device)  # (K, D)
+            vectors, inverse = catalogue_vectors(self.catalogue, drawn, encode, q.device)
+            extra = vectors[inverse]  # (K, D)
             drawn = drawn.to(q.device)
         log_q = None
         if self.frequency is not None:

@@ -59,9 +59,15 @@ class UniformNegatives(Negatives):
                 break
             drawn[bad] = torch.randint(n_items, (n_bad,)).to(q.device)
             bad &= self.collides(batch, drawn)  # a good draw stays good
-        neg = catalogue_vectors(self.catalogue, drawn.flatten().cpu(), encode, q.device)
-        cands = torch.cat([d[:, None], neg.view(b, k, -1).to(d.dtype)], 1)  # (B, 1+K, D)
-        scores = similarity(q, cands)  # (B, 1+K)
+        # Score every query against the distinct drawn items once (U <= n_items), then pick
+        # each row's draws from that (B, U) matrix: the backward pass scatters B*K scalars,
+        # not B*K vectors of D.
+        vectors, inverse = catalogue_vectors(
+            self.catalogue, drawn.flatten().cpu(), encode, q.device
+        )
+        pool = similarity(q, vectors.to(d.dtype))  # (B, U)
+        positive = similarity(q, d[:, None])  # (B, 1)
+        scores = torch.cat([positive, pool.gather(1, inverse.view(b, k))], 1)  # (B, 1+K)
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
         mask = torch.cat([torch.ones_like(bad[:, :1]), ~bad], 1)  # (B, 1+K)
