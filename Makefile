@@ -11,11 +11,12 @@ SWEEP_ARGS ?= trainer.max_epochs=3
 .DEFAULT_GOAL := help
 GCIDE ?= data/gcide
 BENCH_ARGS ?=
+LARGE ?= 10000000
 HOST ?= localhost
 PORT ?= 6006
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
-	setup-bench data-gcide bench-gcide bench-eval data-ml100k bench-ml100k \
+	setup-bench data-gcide bench bench-gcide bench-eval data-ml100k bench-ml100k \
 	ablate-loss ablate-temperature ablate-negatives ablate-tower
 
 help: ## list the targets
@@ -83,8 +84,11 @@ bench-gcide: setup-bench data-gcide ## DSSM, CDSSM, LSTM and baselines on GCIDE:
 	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m bench.gcide --data $(GCIDE) \
 		--out experiments/reports/gcide $(BENCH_ARGS)
 
-bench-eval: setup ## exact search vs faiss IndexFlatIP: 100k and 1M documents, 10k queries
-	$(PY) -m bench.search_speed --out experiments/reports/bench-eval \
+bench: data-gcide data-ml100k ## twotower vs a bare loop, torch.mm and faiss: one table (experiments/reports/bench)
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m bench.speed --out experiments/reports/bench $(BENCH_ARGS)
+
+bench-eval: setup ## exact search vs faiss: 100k and 1M docs, then 10M memory-mapped + IVF-PQ (LARGE=0: skip)
+	$(PY) -m bench.search_speed --out experiments/reports/bench-eval --large $(LARGE) \
 		--threads $(TORCH_THREADS) $(BENCH_ARGS)
 
 # One target per experiments/ablate-*.yaml: its grid over its seeds, then its report.

@@ -37,3 +37,24 @@ def test_ml100k_rows_are_mean_and_std_over_seeds_with_the_best_in_bold():
     assert lines[2] == "| p | pop | " + " | ".join(["0.1000 ± 0.0000"] * 5) + " | - | - |"
     best = " | ".join(["**0.4000 ± 0.1414**"] * 5)
     assert lines[3] == f"| p | two-tower | {best} | 2.00 | 500 |"
+
+
+def test_speed_bench_interleaves_and_tabulates_ratios():
+    from bench.speed import interleaved, markdown, median
+
+    calls = []
+    a, b = interleaved(
+        lambda: calls.append("a") or {"s": 1.0}, lambda: calls.append("b") or {"s": 3.0}, 3
+    )
+    assert calls == ["a", "b", "b", "a", "a", "b"] and median(a, "s") == 1.0
+    row = {"row": "x: s", "twotower": 2.0, "reference": 4.0, "reference_is": "bare", "ratio": 0.5,
+           "target": "<= 1", "epoch_s": 1.5, "bare_epoch_s": 1.0, "epoch_ratio": 1.5,
+           "validation_s_per_epoch": 0.25, "peak_memory_mib": 512,
+           "bare_peak_memory_mib": 256}  # fmt: skip
+    machine = {"cpu": "Some CPU", "cpu_count": 2, "torch_threads": 2, "python": "3", "torch": "t",
+               "lightning": "l", "faiss": "f"}  # fmt: skip
+    report = {"command": "c", "machine": machine, "repeats": 3, "loadavg_start": (1.0, 0, 0),
+              "loadavg_end": (2.0, 0, 0), "seconds": 9.0, "rows": [row]}  # fmt: skip
+    text = markdown(report)
+    assert "Some CPU, 2 cores" in text and "| x: s | 2 | 4 | 0.50 | <= 1 | bare |" in text
+    assert "| x | 1.50 | 1.00 | 1.50 | 0.25 | 512 | 256 |" in text

@@ -202,3 +202,27 @@ def test_speed_benchmark_measures_both_methods_in_process():
     report |= {"faiss": "f", "python": "p", "dim": 8, "k": 100, "repeats": 1, "rows": [row]}
     report |= {"loadavg_start": (0.0, 0.0, 0.0), "loadavg_end": (0.0, 0.0, 0.0)}
     assert "| 300 | 40 |" in search_speed.markdown(report)
+
+
+def test_large_corpus_benchmark_searches_a_memory_mapped_file(tmp_path):
+    from bench import search_speed
+
+    args = search_speed.parse_args(
+        ["--out", "unused", "--large", "6000", "--large-queries", "30", "--dim", "16",
+         "--large-dir", str(tmp_path), "--ivf", "IVF8,PQ4", "--ivf-train", "3000",
+         "--nprobe", "8", "--k", "10", "--threads", "1"]
+    )  # fmt: skip
+    again = search_speed.large(args)
+    path = tmp_path / "docs-6000x16-seed0.npy"
+    written = path.stat().st_mtime_ns
+    mapped = search_speed.memmapped_corpus(path, 6000, 16, 0)  # reused, not written again
+    assert again["docs"] == 6000 and path.stat().st_mtime_ns == written
+    queries = search_speed.unit_vectors(30, 16, 1)
+    in_memory = search_speed.exact_search(queries, mapped.clone(), 10)
+    assert torch.equal(search_speed.exact_search(queries, mapped, 10)[1], in_memory[1])
+    assert 0.0 <= again["ivf_recall_of_exact"] <= 1.0 and again["ivf_recall_of_exact"] > 0.3
+    assert again["exact_s"] > 0 and again["exact_bound_mib"] > 0
+    report = {"command": "c", "cpu_count": 2, "cpu": "x", "threads": 1, "torch": "t"}
+    report |= {"faiss": "f", "python": "p", "dim": 16, "k": 10, "repeats": 1, "rows": []}
+    report |= {"loadavg_start": (0.0,) * 3, "loadavg_end": (0.0,) * 3, "large": again}
+    assert "Past memory: 6,000 documents x 16" in search_speed.markdown(report)

