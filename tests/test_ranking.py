@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 import pytrec_eval
 import torch
@@ -17,6 +18,7 @@ from torchmetrics.retrieval import (
 )
 
 from twotower.errors import ConfigError, DataError
+from twotower.retrieval.floattext import float32_text
 from twotower.retrieval.ranking import Qrels, max_k, parse_metrics, ranking_metrics
 from twotower.retrieval.runfile import (
     read_run,
@@ -138,6 +140,30 @@ def test_equals_pytrec_eval(tmp_path):
         assert means[name] == pytest.approx(theirs.mean().item(), abs=1e-6)
     row = _index(q.query_ids)
     assert per_query["recall@100"][row["q4"]] == 0 and per_query["recall@100"][row["q1"]] < 1
+
+
+def test_float32_text_is_the_shortest_text_that_reads_back():
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([1e-6, 1e-4, 1e-2, 1.0, 30.0, 1e4, 1e8, 1e12]).repeat_interleave(2000)
+    values = torch.randn(len(scales), generator=g) * scales
+    special = [0.0, -0.0, 0.1, 0.5, 2.0, 1e-4, 9.999999e-5, 1e9, 999999936.0, 3.4e38, 1e-45]
+    values = torch.cat([values, torch.tensor(special), torch.tensor([math.inf, -math.inf])])
+    matrix = float32_text(values.numpy())
+    texts = [bytes(row).replace(b"\0", b"").decode() for row in matrix]
+    for text, value in zip(texts, values.numpy(), strict=True):
+        assert np.float32(float(text)) == value, text  # reads back exactly
+        # no longer than numpy's shortest repr (which may add ".0" to integers: we do not)
+        assert len(text) <= len(str(value)), (text, str(value))
+    assert texts[-len(special) - 2 : -2][:5] == ["0.0", "-0.0", "0.1", "0.5", "2"]
+    assert float32_text(np.array([math.nan], dtype=np.float32)).tobytes().strip(b"\0") == b"nan"
+
+
+def test_run_file_skips_pads_anywhere_and_writes_any_id(tmp_path):
+    top = torch.tensor([[2, -1, 0], [-1, -1, 1]])
+    scores = torch.tensor([[3.0, 2.0, 1.5], [0.0, 0.0, -0.25]], dtype=torch.float64)
+    write_run(tmp_path / "run.txt", ["qé", "q2"], ["d0", "文書", "d2"], top, scores, tag="t")
+    lines = (tmp_path / "run.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == ["qé Q0 d2 1 3.0 t", "qé Q0 d0 2 1.5 t", "q2 Q0 文書 1 -0.25 t"]
 
 
 def test_run_round_trip_keeps_close_scores_apart(tmp_path):

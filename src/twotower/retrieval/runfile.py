@@ -12,10 +12,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from twotower.errors import DataError
+from twotower.retrieval.floattext import float32_text
 
 RUN_FIELDS = ("qid", "Q0", "docid", "rank", "score", "tag")
 QRELS_FIELDS = ("qid", "iter", "docid", "grade")
@@ -34,7 +36,8 @@ def write_run(
     Scores are written with the shortest text that reads back as the same float of their dtype,
     so distinct scores stay distinct and ordered ("%.6f" would tie 0.1234561 and 0.1234564,
     and trec_eval would then reorder them by docid). Equal scores are still re-sorted by docid
-    by trec_eval, whatever the rank column says.
+    by trec_eval, whatever the rank column says. The lines are built as byte matrices, a block
+    of queries at a time, so 100k queries at depth 10 take a fraction of a second.
 
     Args:
         query_ids: row i of the results belongs to ``query_ids[i]``.
@@ -51,23 +54,59 @@ def write_run(
             f"must both be ({len(query_ids)}, k)"
         )
     scores = top_scores.detach().cpu()
-    # str() of a numpy scalar is its shortest round-trip text (an f-string prints the double)
-    scores = (scores if scores.dtype == torch.float64 else scores.float()).numpy()
-    indices = top_indices.cpu().tolist()
+    indices = top_indices.detach().cpu().numpy()
+    docs = _ascii_matrix(doc_ids)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            for qid, row, row_scores in zip(query_ids, indices, scores, strict=True):
-                kept = [(i, s) for i, s in zip(row, row_scores, strict=True) if i >= 0]
-                f.writelines(
-                    f"{qid} Q0 {doc_ids[i]} {rank} {s!s} {tag}\n"
-                    for rank, (i, s) in enumerate(kept, start=1)
-                )
+        with open(tmp, "wb") as f:
+            for start in range(0, len(query_ids), _BLOCK):
+                rows = slice(start, start + _BLOCK)
+                f.write(_run_lines(query_ids[rows], docs, indices[rows], scores[rows], tag))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_BLOCK = 20_000  # queries formatted at once: bounds the byte matrix (a few hundred MB at k=100)
+
+
+def _run_lines(
+    query_ids: Sequence[str], docs: np.ndarray, indices: np.ndarray, scores: Tensor, tag: str
+) -> bytes:
+    """The run lines of one block of queries, built as one byte matrix: no per-line Python."""
+    kept = indices >= 0
+    k = indices.shape[1]
+    ranks = np.cumsum(kept, axis=1)  # -1 pads take no rank, wherever they sit
+    rank_text = _ascii_matrix([str(r) for r in range(k + 1)])
+    if scores.dtype == torch.float64:  # the shortest text of a double, as ``str`` writes it
+        score_text = _ascii_matrix(scores.numpy().ravel().astype(str).tolist())
+    else:
+        score_text = float32_text(scores.float().numpy().ravel())
+    qids = np.repeat(_ascii_matrix(list(query_ids)), k, axis=0)
+    columns = [
+        qids,
+        _constant(" Q0 ", len(qids)),
+        docs[np.where(kept, indices, 0).ravel()],
+        _constant(" ", len(qids)),
+        rank_text[ranks.ravel()],
+        _constant(" ", len(qids)),
+        score_text,
+        _constant(f" {tag}\n", len(qids)),
+    ]
+    lines = np.concatenate(columns, axis=1)[kept.ravel()]
+    return lines.tobytes().translate(None, b"\0")  # 0 pads the fields; UTF-8 text holds none
+
+
+def _ascii_matrix(texts: Sequence[str]) -> np.ndarray:
+    """Strings as an ``(N, width)`` uint8 matrix of their UTF-8 bytes, right-padded with 0."""
+    encoded = np.array([t.encode() for t in texts] or [b""], dtype=bytes)
+    return encoded.view(np.uint8).reshape(len(encoded), -1)
+
+
+def _constant(text: str, rows: int) -> np.ndarray:
+    return np.broadcast_to(np.frombuffer(text.encode(), dtype=np.uint8), (rows, len(text.encode())))
 
 
 def read_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
