@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -80,6 +81,22 @@ def test_evaluate_writes_metrics_and_a_run_file_equal_to_trec_eval(trained, tmp_
     for ours, (theirs, table) in expected.items():
         mean = sum(v[theirs] for v in table.values()) / len(qrels)
         assert result["metrics"][f"test/{ours}"] == pytest.approx(mean, abs=1e-6), ours
+
+
+def test_evaluate_with_doc_embeddings_on_disk_matches_memory(trained, tmp_path):
+    args = (f"ckpt={trained['ckpt']}", "split=test")
+    memory = evaluate_run(compose_cfg("evaluate", *args, f"out={tmp_path / 'm'}"))
+    disk_cfg = compose_cfg(
+        "evaluate", *args, f"out={tmp_path / 'd'}", "doc_embeddings_on_disk=true"
+    )
+    disk = evaluate_run(disk_cfg)
+    assert disk["metrics"] == pytest.approx(memory["metrics"], abs=1e-6)
+    vectors = np.load(tmp_path / "d" / "doc_embeddings.npy", mmap_mode="r")
+    assert vectors.shape[0] == disk["documents"] and vectors.dtype == np.float32
+    assert (
+        read_run(tmp_path / "d" / "run.test.trec").keys()
+        == read_run(tmp_path / "m" / "run.test.trec").keys()
+    )
 
 
 def test_evaluate_reports_an_ann_index_beside_exact(trained, tmp_path):

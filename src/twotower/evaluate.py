@@ -48,14 +48,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     split = datamodule.eval_splits[stage]
 
     started = time.perf_counter()
-    docs = evaluator.encode(module, datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    to_file = out / "doc_embeddings.npy" if cfg.doc_embeddings_on_disk else None
+    docs = evaluator.encode(module, datamodule.corpus, "doc", cfg.batch_size, to_file)  # (D, d)
     queries = evaluator.encode(module, split.queries, "query", cfg.batch_size)  # (Q, d)
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     exact = evaluator.rank(split, queries, docs)
     search_s = time.perf_counter() - started
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "metrics": {f"{stage}/{k}": v for k, v in exact.metrics.items()},
         "queries": len(split.query_ids),

@@ -113,7 +113,7 @@ def load_doc_embeddings(directory: str | Path) -> Tensor:
     """An export's ``(D, d)`` document vectors, checked against its towers and tokenizer."""
     directory = Path(directory)
     path = directory / "doc_embeddings.pt"
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # paged as read
     old = isinstance(saved, Tensor)  # before fingerprints: a bare tensor
     embeddings, found = (saved, None) if old else (saved["embeddings"], saved["fingerprint"])
     model = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)

@@ -8,8 +8,10 @@ in Lightning's validation and test loops (batches from every process) or over wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor
@@ -144,16 +146,39 @@ class CorpusEvaluator:
         self._encoded[side].append((batch["index"], vectors))
 
     @torch.inference_mode()
-    def encode(self, model: Encoders, store: Any, side: str, batch_size: int = 1024) -> Tensor:
-        """Search-ready vectors ``(N, D)``, on the CPU, of every row of ``store`` (a token or
-        feature store); ``side`` is ``query`` or ``doc``."""
+    def encode(
+        self,
+        model: Encoders,
+        store: Any,
+        side: str,
+        batch_size: int = 1024,
+        to_file: str | Path | None = None,
+    ) -> Tensor:
+        """Search-ready float32 vectors ``(N, D)``, on the CPU, of every row of ``store`` (a
+        token or feature store); ``side`` is ``query`` or ``doc``.
+
+        With ``to_file``, each batch is written into that ``.npy`` file as it is encoded and the
+        result is a tensor memory-mapped from it: the vectors never need to fit in memory, and
+        exact search reads them block by block.
+        """
         encode = {"query": model.encode_queries, "doc": model.encode_documents}[side]
-        out = []
+        out: list[Tensor] = []
+        disk = None
         for start in range(0, len(store), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(store)))
             inputs = move_data_to_device(store.batch(rows), model.device)
-            out.append(model.similarity.prepare(encode(inputs)).cpu())
-        return torch.cat(out).float() if out else torch.zeros(0, 0)
+            vectors = model.similarity.prepare(encode(inputs)).float().cpu()
+            if to_file is None:
+                out.append(vectors)
+                continue
+            if disk is None:
+                shape = (len(store), vectors.shape[1])
+                disk = np.lib.format.open_memmap(to_file, mode="w+", dtype=np.float32, shape=shape)
+            disk[start : start + len(rows)] = vectors.numpy()
+        if disk is not None:
+            disk.flush()
+            return torch.from_numpy(disk)
+        return torch.cat(out) if out else torch.zeros(0, 0)
 
     def rank(
         self,

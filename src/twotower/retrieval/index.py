@@ -161,7 +161,8 @@ class ExactIndex(Index):
         np.save(directory / "embeddings.npy", self.embeddings.numpy())
 
     def _load(self, directory: Path) -> None:
-        self.embeddings = torch.from_numpy(np.load(directory / "embeddings.npy"))
+        # copy-on-write memory map: pages are read as searched, the file is never written
+        self.embeddings = torch.from_numpy(np.load(directory / "embeddings.npy", mmap_mode="c"))
 
 
 class FaissIndex(Index):
