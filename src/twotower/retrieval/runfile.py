@@ -55,7 +55,7 @@ def write_run(
         )
     scores = top_scores.detach().cpu()
     indices = top_indices.detach().cpu().numpy()
-    docs = _ascii_matrix(doc_ids)
+    docs = _utf8_matrix(doc_ids)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -79,12 +79,12 @@ def _run_lines(
     kept = indices >= 0
     k = indices.shape[1]
     ranks = np.cumsum(kept, axis=1)  # -1 pads take no rank, wherever they sit
-    rank_text = _ascii_matrix([str(r) for r in range(k + 1)])
+    rank_text = _utf8_matrix([str(r) for r in range(k + 1)])
     if scores.dtype == torch.float64:  # the shortest text of a double, as ``str`` writes it
-        score_text = _ascii_matrix(scores.numpy().ravel().astype(str).tolist())
+        score_text = _utf8_matrix(scores.numpy().ravel().astype(str).tolist())
     else:
         score_text = float32_text(scores.float().numpy().ravel())
-    qids = np.repeat(_ascii_matrix(list(query_ids)), k, axis=0)
+    qids = np.repeat(_utf8_matrix(list(query_ids)), k, axis=0)
     columns = [
         qids,
         _constant(" Q0 ", len(qids)),
@@ -99,7 +99,7 @@ def _run_lines(
     return lines.tobytes().translate(None, b"\0")  # 0 pads the fields; UTF-8 text holds none
 
 
-def _ascii_matrix(texts: Sequence[str]) -> np.ndarray:
+def _utf8_matrix(texts: Sequence[str]) -> np.ndarray:
     """Strings as an ``(N, width)`` uint8 matrix of their UTF-8 bytes, right-padded with 0."""
     encoded = np.array([t.encode() for t in texts] or [b""], dtype=bytes)
     return encoded.view(np.uint8).reshape(len(encoded), -1)
