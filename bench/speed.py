@@ -56,6 +56,8 @@ NEGATIVES = [  # against in_batch, on ML100K
 SETTINGS = [  # (row, overrides of the changed side, of the default side)
     ("trainer.deterministic=false vs true", ["trainer.deterministic=false"], []),
     ("+optimizer.fused=true vs the default (single-tensor) AdamW", ["+optimizer.fused=true"], []),
+    # the epoch time includes the first steps' compilation and any recompilation
+    ("model.compile=true vs false", ["model.compile=true"], []),
 ]
 
 

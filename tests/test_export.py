@@ -16,7 +16,7 @@ from twotower.evaluate import run as evaluate_run
 from twotower.export import export
 from twotower.retrieval.evaluation import CorpusEvaluator
 from twotower.retrieval.runfile import read_run
-from twotower.serving import TwoTowerRetriever
+from twotower.serving import TwoTowerRetriever, load_doc_embeddings
 from twotower.train import train
 
 
@@ -136,6 +136,21 @@ def test_export_reload_and_search_match_evaluation(trained, tmp_path):
         for hit, (_, score) in zip(found, ranked, strict=False):
             assert hit.doc_id in {d for d, s in ranked if abs(s - score) <= 1e-5}
         assert len({h.doc_id for h in found}) == 10
+
+
+def test_export_with_doc_embeddings_on_disk_matches_memory(trained, tmp_path):
+    args = (f"ckpt={trained['ckpt']}", "index=exact")
+    export(compose_cfg("export", *args, f"out={tmp_path / 'm'}"))
+    export(compose_cfg("export", *args, f"out={tmp_path / 'd'}", "doc_embeddings_on_disk=true"))
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(
+        p.name for p in (tmp_path / "m").iterdir()
+    )  # the scratch file is gone
+    torch.testing.assert_close(
+        load_doc_embeddings(tmp_path / "d"), load_doc_embeddings(tmp_path / "m"), rtol=0, atol=1e-6
+    )
+    query = "a query of test words"
+    hits = [TwoTowerRetriever.load(tmp_path / x).search([query], k=5)[0] for x in "dm"]
+    assert [h.score for h in hits[0]] == pytest.approx([h.score for h in hits[1]], abs=1e-5)
 
 
 def test_export_refuses_a_non_empty_directory(trained, tmp_path):

@@ -146,3 +146,10 @@ def test_resume_from_a_checkpoint_keeps_its_tokenizer(make_cfg, tmp_path):
     saved = torch.load(resumed["best_checkpoint"], weights_only=True)["hyper_parameters"]
     original = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     assert saved["tokenizer_state"] == original["tokenizer_state"]
+
+
+def test_compiled_towers_train_and_keep_their_checkpoint_keys(make_cfg, tmp_path):
+    result = train(make_cfg("model.compile=true", "~logger", "trainer.max_epochs=1"))
+    assert result["global_step"] == 3 and all(v == v for v in result["metrics"].values())
+    ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
+    assert not any("_orig_mod" in k for k in ckpt["state_dict"])

@@ -52,12 +52,28 @@ def export(cfg: DictConfig) -> Path:
         cfg.data if cfg.get("data") else train_cfg.data, "data", tokenizer=tokenizer
     )
     datamodule.setup("test")
-    started = time.perf_counter()
-    docs = CorpusEvaluator().encode(module, datamodule.corpus, "doc", cfg.batch_size)  # (D, d)
-    encode_s = time.perf_counter() - started
     index = instantiate(cfg.index, "index")
+    # Build in a temporary sibling, then swap in: a failed export leaves nothing half-written.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        _write(cfg, out, tmp, module, tokenizer, train_cfg, datamodule, index)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _write(cfg, out: Path, tmp: Path, module, tokenizer, train_cfg, datamodule, index) -> None:
+    """Encode, index and write the export into ``tmp``, then rename it to ``out``."""
     started = time.perf_counter()
-    index.build(docs)
+    # On disk: each batch goes into a memory-mapped .npy as it is encoded, so the vectors
+    # never need to fit in memory (torch.save below then streams them from the file).
+    scratch = tmp / "encoded.npy" if cfg.doc_embeddings_on_disk else None
+    docs = CorpusEvaluator().encode(module, datamodule.corpus, "doc", cfg.batch_size, scratch)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    index.build(docs)  # (D, d)
     index_s = time.perf_counter() - started
 
     vocab = tokenizer.vocab_size
@@ -91,29 +107,24 @@ def export(cfg: DictConfig) -> Path:
         "encode_s": encode_s,
         "index_build_s": index_s,
     }
-    # Build in a temporary sibling, then swap in: a failed export leaves nothing half-written.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        torch.save(model, tmp / "model.pt")
-        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer_state) + "\n")
-        torch.save({"embeddings": docs, "fingerprint": fp}, tmp / "doc_embeddings.pt")
-        with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
-            for doc_id, text in zip(datamodule.doc_ids, datamodule.doc_texts, strict=True):
-                f.write(json.dumps({"_id": doc_id, "text": text}, ensure_ascii=False) + "\n")
-        index.save(tmp / "index")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    torch.save(model, tmp / "model.pt")
+    (tmp / "tokenizer.json").write_text(json.dumps(tokenizer_state) + "\n")
+    torch.save({"embeddings": docs, "fingerprint": fp}, tmp / "doc_embeddings.pt")
+    del docs
+    if scratch is not None:
+        scratch.unlink()
+    with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
+        for doc_id, text in zip(datamodule.doc_ids, datamodule.doc_texts, strict=True):
+            f.write(json.dumps({"_id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+    index.save(tmp / "index")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
     print(
         f"twotower: exported {manifest['documents']} documents (dim {manifest['dim']}, "
         f"{index.kind} index) to {out}: encoding {encode_s:.1f} s, indexing {index_s:.1f} s"
     )
-    return out
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")

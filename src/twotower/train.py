@@ -37,6 +37,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_for_data(cfg, datamodule)
+    if cfg.model.get("compile"):
+        for tower in {module.query_tower, module.doc_tower}:  # one call when shared
+            tower.compile()
     datamodule.warn_about_splits()
     run_test = cfg.run_test and "test" in datamodule.eval_splits
     if cfg.run_test and not run_test:
