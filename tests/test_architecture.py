@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "twotower"
-ENTRY_POINTS = ("train", "evaluate", "export", "search", "ablate", "report")
+ENTRY_POINTS = ("train", "evaluate", "export", "search", "mine", "ablate", "report")
 
 
 def module_name(path: Path) -> str:
@@ -52,6 +52,7 @@ RULES = [
                             "twotower.module", "twotower.build"), ()),
     ("twotower.retrieval", ("twotower.module", "twotower.data", "twotower.build"), ()),
     ("twotower.module", ("hydra", "omegaconf", "twotower.build", "twotower.data"), ()),
+    ("twotower.mining", ("twotower.module", "twotower.train", "twotower.mine"), ()),
     ("twotower", ("bench", "prepare"), ()),
 ]  # fmt: skip
 

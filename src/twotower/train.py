@@ -18,7 +18,8 @@ from twotower.build import build_for_data, instantiate
 from twotower.callbacks import FitStats, early_stopping
 from twotower.checkpoint import read_tokenizer
 from twotower.config_check import CONF_DIR, check_config, run_cli
-from twotower.errors import user_errors
+from twotower.errors import under, user_errors
+from twotower.mining import HardNegativeMiner
 from twotower.runs import resume_target, resumed_config
 from twotower.summary import run_result, write_results
 
@@ -49,6 +50,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
     if cfg.get("stopping_step") is not None:
         callbacks.append(early_stopping(cfg))
+    miner = None
+    if getattr(module.negatives, "hard", None) is not None:  # hard_negatives > 0
+        with under("negatives"):
+            miner = HardNegativeMiner(module.negatives.hard.mining)
+        callbacks.append(miner)
     logger = instantiate(cfg.logger, "logger") if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(
         cfg.trainer, "trainer", callbacks=[*callbacks, stats], logger=logger
@@ -59,6 +65,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         untrained = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
         stats.untrained = {f"untrained/{k}": v for k, v in untrained.items()}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    # (validate and test below reload the best checkpoint's callback states)
+    minings = list(miner.minings) if miner is not None else None
     metrics: dict[str, float] = dict(stats.untrained)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None  # fast_dev_run saves no checkpoint: evaluate the weights in memory
@@ -71,6 +79,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
 
     result = run_result(cfg, trainer, stats, metrics, started, ckpt_path)
+    if minings is not None:  # each mining's epoch, seconds and filter counts
+        result["mining"] = minings
     if trainer.is_global_zero:
         write_results(result, cfg, trainer, module.rankings, datamodule)
     return result

@@ -67,11 +67,16 @@ class Catalogue:
         docs: every document (item): ``len()`` and ``.batch(rows)`` give a tower's input.
         positive_query: ``(P,)`` long, the query id (user index) of each training positive.
         positive_doc: ``(P,)`` long, its document (item index).
+        queries: the queries (users), as ``docs`` is for documents; for mining.
+        query_rows: ``(n_query_ids,)`` long, the row of ``queries`` of each query id (-1: the
+            id has no training row).
     """
 
     docs: Any
     positive_query: Tensor
     positive_doc: Tensor
+    queries: Any = None
+    query_rows: Tensor | None = None
 
     @cached_property
     def doc_counts(self) -> Tensor:
@@ -205,6 +210,7 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         self.corpus: TokenStore | None = None
         self.doc_ids: list[str] = []
         self.doc_texts: list[str] = []  # for display (search results, export)
+        self.query_texts: list[str] = []  # row i of the query store (twotower.mine writes them)
         self.eval_splits: dict[str, EvalSplit] = {}
 
     @property
@@ -228,7 +234,10 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         self._require("train")
         rows = self.datasets["train"]
         keep = torch.ones(len(rows), dtype=torch.bool) if rows.label is None else rows.label > 0
-        return Catalogue(self.corpus, rows.query_id[rows.query_index[keep]], rows.doc_id[keep])
+        ids = rows.query_id[rows.query_index]  # (N,) each row's query id
+        query_rows = torch.full((int(ids.max()) + 1 if len(ids) else 0,), -1, dtype=torch.long)
+        query_rows[ids] = rows.query_index.long()
+        return Catalogue(self.corpus, ids[keep], rows.doc_id[keep], rows.queries, query_rows)
 
     def warn_about_splits(self) -> None:
         """Data that train or validate but cannot say much: warn before the run starts."""

@@ -118,6 +118,7 @@ class BeirDataModule(RetrievalDataModule):
             "doc_ids": data.corpus_ids,
             "doc_texts": data.corpus_texts,
             "query_ids": data.query_ids,
+            "query_texts": data.query_texts,
             "qrels": data.qrels,
             "skipped": data.skipped,
             "corpus": corpus.state_dict(),
@@ -137,6 +138,7 @@ class BeirDataModule(RetrievalDataModule):
         self.tokenizer = tokenizer_from_state(value["tokenizer"])
         self.skipped = value["skipped"]
         self.doc_ids, self.doc_texts = value["doc_ids"], value["doc_texts"]
+        self.query_texts = value["query_texts"]
         self.corpus = TokenStore(**value["corpus"])
         queries = TokenStore(**value["queries"])
         query_index = {q: i for i, q in enumerate(value["query_ids"])}

@@ -115,6 +115,7 @@ class PairFileDataModule(RetrievalDataModule):
             "rows": rows,
             "skipped": {k: v for data in files.values() for k, v in data.skipped.items()},
             "doc_texts": list(docs),
+            "query_texts": list(queries),
             "queries": self.encode(list(queries), self.max_query_words, "queries").state_dict(),
             "corpus": self.encode(list(docs), self.max_doc_words, "documents").state_dict(),
         }
@@ -134,7 +135,7 @@ class PairFileDataModule(RetrievalDataModule):
         self._format, self.skipped = value["format"], value["skipped"]
         queries, self.corpus = TokenStore(**value["queries"]), TokenStore(**value["corpus"])
         self.doc_ids = [f"d{i}" for i in range(len(self.corpus))]
-        self.doc_texts = value["doc_texts"]
+        self.doc_texts, self.query_texts = value["doc_texts"], value["query_texts"]
         for stage, row in value["rows"].items():
             self.datasets[stage] = self._rows(stage, row, queries)
             if stage != "train":

@@ -197,7 +197,8 @@ class RecBoleDataModule(RetrievalDataModule):
         """The items with their training counts, and the training (user, item) pairs."""
         self._require("train")
         rows = self.datasets["train"]
-        return Catalogue(self.corpus, rows.user, rows.item)
+        users = torch.arange(len(self.users))  # the user id is the user's row
+        return Catalogue(self.corpus, rows.user, rows.item, self.users, users)
 
     # -- reading -----------------------------------------------------------------------------
     def _read(self, path: Path) -> AtomicTable:

@@ -66,6 +66,7 @@ class SyntheticDataModule(RetrievalDataModule):
         self.corpus = self.encode(data.docs, self.max_doc_words, "documents")
         self.doc_ids = [str(i) for i in range(len(data.docs))]
         self.doc_texts = data.docs
+        self.query_texts = data.train.queries  # the training rows' query store
         for name in ("train", "val", "test"):
             split: SyntheticSplit = getattr(data, name)
             queries = self.encode(split.queries, self.max_query_words, f"{name} queries")

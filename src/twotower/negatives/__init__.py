@@ -22,11 +22,13 @@ from twotower.negatives.in_batch import InBatchNegatives
 from twotower.negatives.presampled import PresampledNegatives
 from twotower.negatives.sampled import SampledNegatives
 from twotower.negatives.uniform import UniformNegatives
+from twotower.negatives.xbm import CrossBatchMemory
 
 __all__ = [
     "NO_QUERY",
     "Candidates",
     "CountedFrequency",
+    "CrossBatchMemory",
     "Encoder",
     "History",
     "InBatchNegatives",

@@ -241,3 +241,28 @@ def catalogue_vectors(
     unique, inverse = torch.unique(ids, return_inverse=True)
     vectors = encode(move_data_to_device(catalogue.docs.batch(unique), device))
     return vectors, inverse.to(vectors.device)
+
+
+def sample_hard(table: Tensor, k: int, how: str) -> Tensor:
+    """``(B, k)`` of each row's hard negatives ``table`` ``(B, W)`` (-1 padded, best first):
+    the first ``k`` (``top``) or ``k`` distinct ones at random (``random``, torch's global
+    RNG); -1 where a row has fewer."""
+    if how == "top" or table.shape[1] <= k:
+        out = table[:, :k]
+    else:
+        keys = torch.rand(table.shape, device=table.device)
+        keys[table < 0] = 2.0  # pads sort last
+        out = table.gather(1, keys.topk(k, dim=1, largest=False).indices)
+    if out.shape[1] < k:
+        out = torch.cat([out, out.new_full((len(out), k - out.shape[1]), -1)], 1)
+    return out
+
+
+def resize_from_state(module: nn.Module, state_dict: dict, prefix: str, names) -> None:
+    """Give buffers ``names`` of ``module`` the shapes they have in ``state_dict``: buffers
+    whose size the data set (a queue, a mined table) then load from a checkpoint."""
+    for name in names:
+        saved = state_dict.get(prefix + name)
+        if saved is not None:
+            current = getattr(module, name)
+            setattr(module, name, torch.empty_like(saved, device=current.device))

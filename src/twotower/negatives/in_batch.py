@@ -4,7 +4,8 @@ from the catalogue (mixed negative sampling), with an optional logQ correction."
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from twotower.negatives.base import (
     unbound,
 )
 from twotower.negatives.frequency import item_frequency
+from twotower.negatives.hard import HardNegatives
 from twotower.similarity import Similarity
 
 if TYPE_CHECKING:
@@ -67,6 +69,11 @@ class InBatchNegatives(Negatives):
             positives); for ablations only.
         buckets: hash slots of the streaming estimator.
         alpha: learning rate of the streaming estimator.
+        hard_negatives: mined negatives per row per step (:class:`HardNegatives`; 0: none),
+            extra candidates of every query; with ``logq`` each gets its item's correction
+            like any candidate (as TFRS does for its hard negatives).
+        hard_sample: ``random`` (from the mined window each step) or ``top``.
+        mining: how the table is mined and refreshed (:class:`twotower.mining.HardNegativeMiner`).
 
     References:
         Yi et al., Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
@@ -83,6 +90,9 @@ class InBatchNegatives(Negatives):
         mask_duplicates: bool = True,
         buckets: int = 2**20,
         alpha: float = 0.05,
+        hard_negatives: int = 0,
+        hard_sample: str = "random",
+        mining: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         ok = isinstance(num_uniform, int) and not isinstance(num_uniform, bool)
@@ -94,6 +104,13 @@ class InBatchNegatives(Negatives):
         self.num_uniform, self.logq, self.mask_duplicates = num_uniform, logq, mask_duplicates
         self.frequency = item_frequency(logq, buckets, alpha)
         self.history = History() if mask_history else None
+        check(
+            isinstance(hard_negatives, int) and hard_negatives >= 0,
+            "hard_negatives",
+            hard_negatives,
+            "must be an integer >= 0",
+        )
+        self.hard = HardNegatives(hard_negatives, hard_sample, mining) if hard_negatives else None
 
     def check(self, loss: Loss, data_format: str, batch_size: int) -> None:
         super().check(loss, data_format, batch_size)
@@ -108,42 +125,70 @@ class InBatchNegatives(Negatives):
                 "listwise loss, or negatives.logq=null",
             )
 
+    def memory(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Extra candidates kept from earlier batches, ``(vectors, doc_ids, owner_ids)``, or
+        ``None`` (:class:`~twotower.negatives.xbm.CrossBatchMemory` keeps a queue)."""
+        return None
+
+    def remember(self, docs: Tensor, doc_ids: Tensor, owner_ids: Tensor) -> None:
+        """Called in training with the global batch's positives after they were scored."""
+
     def forward(
         self, q: Tensor, d: Tensor, batch: dict, similarity: Similarity, encode: Encoder
     ) -> Candidates:
         docs, doc_ids, owner_ids, offset = gather_positives(d, batch)  # (G, D), (G,), (G,)
+        pool = [(docs, doc_ids, owner_ids)]
+        held = self.memory()  # (M, D), (M,), (M,)
+        n_held = 0 if held is None else len(held[1])
+        if n_held:
+            pool.append((held[0].to(q.device, docs.dtype), held[1], held[2]))
+        hard = self.hard is not None and len(self.hard.table) > 0  # mined yet?
+        if hard:
+            if self.catalogue is None:
+                raise unbound("InBatchNegatives with hard_negatives > 0", "the catalogue")
+            mined, mined_ids, mined_valid = self.hard.candidates(batch, encode, q.device)
+            start = sum(len(ids) for _, ids, _ in pool)
+            hard_cols = slice(start, start + len(mined_ids))
+            pool.append((mined.to(docs.dtype), mined_ids, torch.full_like(mined_ids, NO_QUERY)))
         if self.num_uniform:
             if self.catalogue is None:
                 raise unbound("InBatchNegatives with num_uniform > 0", "the catalogue")
             n_items = len(self.catalogue.docs)
             drawn = torch.randint(n_items, (self.num_uniform,))  # (K,) on the CPU, as the store
             vectors, inverse = catalogue_vectors(self.catalogue, drawn, encode, q.device)
-            extra = vectors[inverse]  # (K, D)
             drawn = drawn.to(q.device)
+            pool.append((vectors[inverse].to(docs.dtype), drawn, torch.full_like(drawn, NO_QUERY)))
+        all_ids = torch.cat([ids for _, ids, _ in pool])  # (G + M + K,)
         log_q = None
         if self.frequency is not None:
             if self.training:  # the global batch's positives: every replica's estimate agrees
                 self.frequency.update(doc_ids)
+            log_p = self.frequency.log_prob(all_ids)
             if self.num_uniform:  # the uniform draws are not drawn with p
-                log_p = self.frequency.log_prob(torch.cat([doc_ids, drawn]))  # (G + K,)
+                # G positives and M remembered ones were drawn with p: G + M draws in all
+                drawn_with_p = math.log(len(doc_ids) + n_held)
                 uniform = torch.full_like(log_p, math.log(self.num_uniform / n_items))
-                log_q = torch.logaddexp(log_p + math.log(len(doc_ids)), uniform)  # (G + K,)
-            else:
-                log_q = self.frequency.log_prob(doc_ids)  # (G,)
-        if self.num_uniform:
-            docs = torch.cat([docs, extra.to(docs.dtype)])  # (G + K, D)
-            doc_ids = torch.cat([doc_ids, drawn])
-            owner_ids = torch.cat([owner_ids, torch.full_like(drawn, NO_QUERY)])
+                log_q = torch.logaddexp(log_p + drawn_with_p, uniform)  # (G + M + K,)
+            else:  # the expected count (G + M) p: a constant shift of each row away from p
+                log_q = log_p
+        if self.training:
+            self.remember(docs.detach(), doc_ids, owner_ids)
         pos_col = offset + torch.arange(q.shape[0], device=q.device)
-        return score_pool(
+        cands = score_pool(
             q,
             batch,
-            docs,
-            doc_ids,
-            owner_ids,
+            torch.cat([v for v, _, _ in pool]) if len(pool) > 1 else docs,
+            all_ids,
+            torch.cat([o for _, _, o in pool]),
             pos_col,
             similarity,
             log_q,
             self.history if self.mask_duplicates else None,
             self.mask_duplicates,
         )
+        if hard:
+            earlier = all_ids[: hard_cols.start]
+            cands.mask[:, hard_cols] &= self.hard.mask(
+                batch["query_id"], mined_ids, mined_valid, earlier
+            )
+        return cands

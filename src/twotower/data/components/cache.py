@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 log = logging.getLogger("twotower.data")
-VERSION = 2  # bump when the cached layout changes (2: flat .npz arrays instead of torch.save)
+VERSION = 3  # bump when the cached layout changes (2: flat .npz arrays instead of torch.save;
+# 3: the query texts too)
 SUFFIX = ".npz"
 
 
