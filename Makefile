@@ -17,7 +17,8 @@ PORT ?= 6006
 
 .PHONY: help setup train test test-all lint format sweep tensorboard clean \
 	setup-bench data-gcide bench bench-gcide bench-eval data-ml100k bench-ml100k \
-	ablate-loss ablate-temperature ablate-negatives ablate-tower
+	ablate-loss ablate-temperature ablate-negatives ablate-tower ablate-negatives-text mine \
+	bench-grad-cache
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +106,18 @@ ablate-negatives: data-ml100k ## sampled K, in-batch, mixed, +- logQ and masking
 
 ablate-tower: data-gcide ## MLP shared/separate, LSTM x 4 poolings, CNN, x 3 seeds on GCIDE
 	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small)
+
+ablate-negatives-text: data-gcide ## in-batch, XBM, mined (BM25 / model) hard negatives, GradCache on GCIDE (SEEDS="0")
+	$(ABLATE) experiments/$@.yaml $(if $(SMALL),--small) $(if $(SEEDS),--seeds $(SEEDS))
+
+SOURCE ?= bm25
+OUT ?= data/mined.jsonl
+mine: setup ## hard negatives as a pair file: SOURCE=bm25|CKPT|EXPORT OUT=... ARGS="data=beir data.dir=DIR ..."
+	$(PY) -m twotower.mine source=$(SOURCE) out=$(OUT) $(ARGS)
+
+bench-grad-cache: data-gcide ## GradCache: step time and peak memory against batch size, with and without
+	OMP_NUM_THREADS=$(TORCH_THREADS) $(PY) -m bench.grad_cache --out experiments/reports/bench-grad-cache \
+		--gcide $(GCIDE) $(BENCH_ARGS)
 
 clean: ## remove runs, caches and build files (keeps .venv and data/)
 	rm -rf outputs multirun lightning_logs .cache .pytest_cache .ruff_cache build dist src/*.egg-info

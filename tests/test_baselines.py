@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sparse
 import torch
 
-from bench import baselines
+import twotower.retrieval.sparse as sparse_module
 from bench.baselines import BASELINES, bm25_search, minilm_search, tfidf_search
 from twotower.errors import ConfigError
 
@@ -71,14 +71,14 @@ def test_ties_go_to_the_lower_index(name):
 @pytest.mark.parametrize("dense", [True, False])
 def test_sparse_search_equals_a_stable_full_sort(monkeypatch, dense):
     # Small integer scores make many ties; a tiny block size makes several blocks.
-    monkeypatch.setattr(baselines, "_BLOCK_ENTRIES", 60)
+    monkeypatch.setattr(sparse_module, "BLOCK_ENTRIES", 60)
     rng = np.random.default_rng(0)
     queries = sparse.random_array((9, 6), density=0.4, rng=rng, format="csr")
     docs = sparse.random_array((25, 6), density=0.3, rng=rng, format="csr")
     queries.data, docs.data = np.ceil(queries.data * 2), np.ceil(docs.data * 2)
     queries, docs = queries.astype(np.float32), docs.astype(np.float32)
     k = 7
-    scores, indices = baselines._sparse_search(queries, docs, k, dense=dense)
+    scores, indices = sparse_module.sparse_search(queries, docs, k, dense=dense)
     full = (queries @ docs.T).toarray()  # (9, 25)
     for q in range(full.shape[0]):
         order = np.argsort(-full[q], kind="stable")[:k]
@@ -140,7 +140,7 @@ def test_empty_inputs_and_bad_k(name):
 def test_missing_library_names_the_extra(monkeypatch):
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "bm25s", None)  # import now raises ImportError
-        with pytest.raises(ImportError, match=r"twotower\[bench\]"):
+        with pytest.raises(ImportError, match=r"twotower\[bm25\]"):
             bm25_search(CORPUS, ["dog"], k=1)
     monkeypatch.setitem(sys.modules, "Stemmer", None)
     with pytest.raises(ImportError, match="pip install PyStemmer"):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -25,7 +26,12 @@ COMMON = [
 ]
 
 
-def test_ddp_gathers_candidates_and_matches_one_process(make_cfg, tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["model.grad_cache.chunk_size=5"]],
+    ids=["ddp", "ddp_grad_cache"],  # GradCache averages the gradients itself: same update
+)
+def test_ddp_gathers_candidates_and_matches_one_process(make_cfg, tmp_path, extra):
     from tests.conftest import TINY
 
     ddp_dir = tmp_path / "ddp"
@@ -38,6 +44,7 @@ def test_ddp_gathers_candidates_and_matches_one_process(make_cfg, tmp_path):
         "logger=csv",
         *TINY,
         *COMMON,
+        *extra,
         f"hydra.run.dir={ddp_dir}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -202,7 +202,6 @@ def test_ddp_keeps_each_rows_mined_negatives_aligned():
 def test_mine_writes_a_presampled_file_that_trains(tmp_path):
     from tests.conftest import TINY, write_beir
     from tests.test_export import compose_cfg
-    from twotower.data.readers.beir import load_beir
     from twotower.data.readers.pairs import load_pairs
     from twotower.mine import mine
 
@@ -211,18 +210,13 @@ def test_mine_writes_a_presampled_file_that_trains(tmp_path):
     data = ["data=beir", f"data.dir={beir}", f"data.cache_dir={tmp_path}/cache"]
     run = train(compose_cfg("train", *tiny, *data, f"paths.output_dir={tmp_path}/run", "~logger"))
     out = tmp_path / "mined.jsonl"
-    args = [f"ckpt={run['best_checkpoint']}", f"out={out}", "num_negatives=3", "rank_min=2"]
+    args = [f"source={run['best_checkpoint']}", f"out={out}", "num_negatives=3", "rank_min=2"]
     result = mine(compose_cfg("mine", *args, "relative_margin=0.01"))
     pairs = load_pairs(out)
     assert pairs.format == "presampled" and len(pairs.queries) == result["rows"]
     assert all(len(n) == 3 for n in pairs.negatives)
     # No negative is a relevant document of its query (by text: queries repeat across rows).
-    truth = load_beir(beir, splits=("train",))
-    text = dict(zip(truth.query_ids, truth.query_texts, strict=True))
-    doc_text = dict(zip(truth.corpus_ids, truth.corpus_texts, strict=True))
-    relevant: dict[str, set[str]] = {}
-    for q, docs in truth.qrels["train"].items():
-        relevant.setdefault(text[q], set()).update(doc_text[d] for d, g in docs.items() if g > 0)
+    relevant = _relevant_by_text(beir)
     for query, negs in zip(pairs.queries, pairs.negatives, strict=True):
         assert not relevant[query] & set(negs)
     assert (
@@ -250,3 +244,84 @@ def test_mine_writes_a_presampled_file_that_trains(tmp_path):
         )
     )
     assert result["global_step"] == 3
+
+
+# -- BM25 and export sources ---------------------------------------------------------------------
+def _relevant_by_text(beir):
+    from twotower.data.readers.beir import load_beir
+
+    truth = load_beir(beir, splits=("train",))
+    text = dict(zip(truth.query_ids, truth.query_texts, strict=True))
+    doc_text = dict(zip(truth.corpus_ids, truth.corpus_texts, strict=True))
+    relevant: dict[str, set[str]] = {}
+    for q, docs in truth.qrels["train"].items():
+        relevant.setdefault(text[q], set()).update(doc_text[d] for d, g in docs.items() if g > 0)
+    return relevant
+
+
+def test_bm25_pair_scores_equal_the_searched_scores():
+    from twotower.retrieval.sparse import BM25
+
+    corpus = ["the cat sat", "a dog barked at the cat", "birds sing", "cat and dog"]
+    index = BM25(corpus)
+    scores, ranked = index.search(["cat dog", "bird"], k=4)
+    rows = torch.tensor([0, 0, 0])
+    docs = ranked[0, :3]
+    torch.testing.assert_close(index.score_pairs(["cat dog", "bird"], rows, docs), scores[0, :3])
+    assert ranked[1].tolist() == [-1] * 4  # unstemmed, "bird" is not "birds": nothing ranks
+
+
+def test_mine_from_bm25_and_from_an_export(tmp_path):
+    from tests.conftest import TINY, write_beir
+    from tests.test_export import compose_cfg
+    from twotower.data.readers.pairs import load_pairs
+    from twotower.export import export
+    from twotower.mine import mine
+
+    beir = write_beir(tmp_path / "beir")
+    relevant = _relevant_by_text(beir)
+    data = ["data=beir", f"data.dir={beir}", f"data.cache_dir={tmp_path}/cache"]
+    out = tmp_path / "bm25.jsonl"
+    window = ["num_negatives=2", "rank_min=1", "rank_max=20", "relative_margin=0.05"]
+    result = mine(compose_cfg("mine", "source=bm25", *data, f"out={out}", *window))
+    assert result["kept"] > 0 and result["relative_margin"] >= 0
+    pairs = load_pairs(out)
+    for query, negs in zip(pairs.queries, pairs.negatives, strict=True):
+        assert len(negs) == 2 and not relevant[query] & set(negs)
+    with pytest.raises(ConfigError, match="data.*must be given with source=bm25"):
+        mine(compose_cfg("mine", "source=bm25", f"out={tmp_path / 'x.jsonl'}"))
+
+    tiny = [o for o in TINY if not o.startswith("data.")]
+    run = train(compose_cfg("train", *tiny, *data, f"paths.output_dir={tmp_path}/run", "~logger"))
+    exported = tmp_path / "export"
+    export(compose_cfg("export", f"ckpt={run['best_checkpoint']}", f"out={exported}"))
+    out = tmp_path / "export.jsonl"
+    result = mine(compose_cfg("mine", f"source={exported}", *data, f"out={out}", *window))
+    assert result["kept"] > 0
+    pairs = load_pairs(out)
+    for query, negs in zip(pairs.queries, pairs.negatives, strict=True):
+        assert not relevant[query] & set(negs)
+    # The export's ranking equals the checkpoint's (same towers, exact search).
+    same = tmp_path / "ckpt.jsonl"
+    by_ckpt = mine(compose_cfg("mine", f"source={run['best_checkpoint']}", f"out={same}", *window))
+    assert {k: by_ckpt[k] for k in ("candidates", "kept")} == {
+        k: result[k] for k in ("candidates", "kept")
+    }
+
+
+def test_bm25_mining_inside_a_run(make_cfg, beir_dir, tmp_path):
+    cfg = make_cfg(
+        "data=beir",
+        f"data.dir={beir_dir}",
+        "data.batch_size=16",
+        "negatives.hard_negatives=2",
+        "negatives.mining.source=bm25",
+        "negatives.mining.rank_min=2",
+        "~logger",
+    )
+    result = train(cfg)
+    (entry,) = result["mining"]
+    assert entry["epoch"] == 0 and entry["kept"] > 0 and entry["outside_window"] > 0
+    with pytest.raises(ConfigError, match="refresh_every.*source=bm25"):
+        bm25 = ("negatives.mining.source=bm25", "negatives.mining.refresh_every=1")
+        train(make_cfg("data=beir", f"data.dir={beir_dir}", "negatives.hard_negatives=2", *bm25))

@@ -295,3 +295,27 @@ def test_pointwise_balance_weighs_the_classes_equally():
     plain = PointwiseLoss()(scores, labels, mask)
     assert balanced.item() == pytest.approx((pos + neg) / 2)
     assert plain.item() == pytest.approx((pos + 3 * neg) / 4)
+
+
+def test_symmetric_listwise_softmax_by_hand():
+    # rows: -log softmax of the diagonal, log(1 + e^-2) each; columns: log(1 + e^-1) for
+    # column 0 (scores 2 and 1) and log(1 + e^-3) for column 1 (scores 0 and 3).
+    scores = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
+    labels, mask = torch.eye(2), torch.ones(2, 2, dtype=torch.bool)
+    rows = math.log(1 + math.exp(-2))
+    cols = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(-3))) / 2
+    got = ListwiseSoftmaxLoss(symmetric=True)(scores, labels, mask)
+    assert got.item() == pytest.approx((rows + cols) / 2, abs=1e-6)
+    # A column relevant to no row (a drawn negative) adds no column term; masked entries
+    # drop out of the column softmax as they do from the row one.
+    scores3 = torch.cat([scores, torch.tensor([[5.0], [5.0]])], 1)
+    labels3 = torch.cat([labels, torch.zeros(2, 1)], 1)
+    mask3 = torch.ones(2, 3, dtype=torch.bool)
+    mask3[1, 0] = False
+    got = ListwiseSoftmaxLoss(symmetric=True)(scores3, labels3, mask3)
+    row0 = math.log(math.exp(2) + 1 + math.exp(5)) - 2
+    row1 = math.log(math.exp(3) + math.exp(5)) - 3
+    col0, col1 = 0.0, math.log(1 + math.exp(-3))  # column 0: only row 0 is valid
+    assert got.item() == pytest.approx(((row0 + row1) / 2 + (col0 + col1) / 2) / 2, abs=1e-5)
+    with pytest.raises(ConfigError, match="symmetric"):
+        ListwiseSoftmaxLoss(symmetric="yes")

@@ -1,6 +1,6 @@
 """Run an ablation defined by one file under ``experiments/``, then write its report.
 
-    python -m twotower.ablate experiments/ablate-loss.yaml [--small]     # make ablate-loss
+    python -m twotower.ablate experiments/ablate-loss.yaml [--small] [--seeds 0]  # make ablate-loss
 
 An ablation file holds the settings, the seeds, the fixed overrides and the metric::
 
@@ -150,9 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("file", type=Path, help="experiments/<ablation>.yaml")
     parser.add_argument("--small", action="store_true", help="the minutes-long variant")
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
+    parser.add_argument("--seeds", nargs="+", type=int, help="instead of the file's seeds")
     args = parser.parse_args(argv)
     with user_errors():
         spec = load(args.file)
+        if args.seeds:  # a first pass on fewer seeds (SEEDS="0" in make)
+            spec["seeds"] = args.seeds
         cmd, sweep_dir = command(spec, args.small)
         write_variants(spec, sweep_dir)
     print("ablate: " + " ".join(cmd[1:]), flush=True)

@@ -115,6 +115,7 @@ def build_module(
         with under("loss"):
             loss.check(data_format)
     model = cfg.model
+    chunk_size, clip = grad_cache_options(cfg)
     return TwoTowerModule(
         query_tower=query_tower,
         doc_tower=doc_tower,
@@ -130,7 +131,43 @@ def build_module(
         config=OmegaConf.to_container(cfg, resolve=True),
         tokenizer_state=tokenizer_state,
         tower_inputs={side: inputs_state(kw) for side, kw in inputs.items()},
+        grad_cache=chunk_size,
+        gradient_clip=clip,
     )
+
+
+def grad_cache_options(cfg: DictConfig) -> tuple[int | None, tuple[float | None, str | None]]:
+    """``model.grad_cache.chunk_size`` and the clipping the module then applies itself.
+
+    GradCache steps the optimizer by hand (Lightning's manual optimization), which takes
+    neither Lightning's gradient clipping nor its accumulation: the module clips instead,
+    and accumulation is refused (GradCache is the way to a big batch here).
+    """
+    chunk_size = OmegaConf.select(cfg, "model.grad_cache.chunk_size")
+    trainer = cfg.get("trainer") or {}
+    clip = (trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm"))
+    if chunk_size is None:
+        return None, clip
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if accumulate not in (None, 1):
+        raise ConfigError(
+            "trainer.accumulate_grad_batches",
+            accumulate,
+            "must be 1 with model.grad_cache.chunk_size (GradCache computes the whole "
+            "batch's gradient in one step: raise data.batch_size instead)",
+        )
+    if (
+        clip[0]
+        and "16" in str(trainer.get("precision"))
+        and "bf16" not in str(trainer.get("precision"))
+    ):
+        raise ConfigError(
+            "trainer.gradient_clip_val",
+            clip[0],
+            "cannot clip with model.grad_cache and precision=16-mixed (the scaled gradients "
+            "are unscaled only at the step): use bf16-mixed or 32-true, or no clipping",
+        )
+    return chunk_size, clip
 
 
 def build_for_data(cfg: DictConfig, datamodule) -> TwoTowerModule:

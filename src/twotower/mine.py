@@ -1,6 +1,11 @@
-"""Mine hard negatives with a checkpoint and write them as a presampled pair file.
+"""Mine hard negatives and write them as a presampled pair file.
 
-python -m twotower.mine ckpt=PATH out=data/mined.jsonl rank_min=3 rank_max=100 num_negatives=7
+python -m twotower.mine source=RUN/checkpoints/best.ckpt out=data/mined.jsonl rank_min=3
+python -m twotower.mine source=bm25 data=beir data.dir=DIR out=data/mined.jsonl
+
+The source ranks the corpus for every training query: a checkpoint (its towers and the exact
+blocked search), an export directory (its query tower and its index, exact or faiss), or
+``bm25`` (``bm25s`` over the raw texts).
 
 Each training pair (query, relevant document) becomes one JSONL line ``{"query", "doc",
 "negatives": [K texts]}``, which ``data=pairs`` reads as the ``presampled`` format. The
@@ -26,8 +31,9 @@ from twotower.checkpoint import load_module
 from twotower.config_check import CONF_DIR, check_config, run_cli
 from twotower.data.base import REDRAW_ROUNDS
 from twotower.errors import ConfigError, check_choice, user_errors
-from twotower.mining import mine_with_model
+from twotower.mining import is_export, is_text_source, mine_from
 from twotower.retrieval.mining import MiningWindow
+from twotower.serving import TwoTowerRetriever
 
 
 def fill(table: Tensor, k: int, how: str, query: Tensor, pos: Tensor, n_docs: int, seed: int):
@@ -66,18 +72,19 @@ def mine(cfg: DictConfig) -> dict:
     if not ok:
         raise ConfigError("num_negatives", cfg.num_negatives, "must be an integer >= 1")
     window = MiningWindow(cfg.rank_min, cfg.rank_max, cfg.margin, cfg.relative_margin)
-    module, tokenizer, train_cfg = load_module(cfg.ckpt)
-    data_cfg = cfg.data if cfg.get("data") else train_cfg.data
-    datamodule = instantiate(data_cfg, "data", tokenizer=tokenizer)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    source = str(cfg.source)
+    datamodule, module = _datamodule(cfg, source)
     catalogue = datamodule.catalogue()
     if len(datamodule.query_texts) != len(catalogue.queries):
         raise ConfigError(
-            "data", data_cfg.get("_target_"), "has no query texts to write (text data only)"
+            "data",
+            cfg.data.get("_target_") if cfg.get("data") else None,
+            "has no query texts to write (text data only)",
         )
     started = time.perf_counter()
-    ids, table, counts, encode_s = mine_with_model(module, catalogue, window, cfg.batch_size)
+    ids, table, counts, encode_s = mine_from(
+        source, module, catalogue, datamodule, window, cfg.batch_size
+    )
     mine_s = time.perf_counter() - started
     # One line per training pair, its query's row of the table.
     pos_rows = torch.searchsorted(ids, catalogue.positive_query.long())
@@ -116,6 +123,29 @@ def mine(cfg: DictConfig) -> dict:
         + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
     return result
+
+
+def _datamodule(cfg: DictConfig, source: str):
+    """The data to mine, set up (``cfg.data``, else the checkpoint's training data), and the
+    checkpoint's module (``None`` for BM25 and exports)."""
+    module = None
+    if is_text_source(source):
+        if not cfg.get("data"):
+            raise ConfigError(
+                "data", None, f"must be given with source={source} (data=beir data.dir=DIR)"
+            )
+        if is_export(source):
+            tokenizer = TwoTowerRetriever.load(source).tokenizer
+        else:  # BM25 reads the texts: any tokenizer sets the data up
+            tokenizer = instantiate(cfg.tokenizer, "tokenizer")
+        data_cfg = cfg.data
+    else:
+        module, tokenizer, train_cfg = load_module(source, "source")
+        data_cfg = cfg.data if cfg.get("data") else train_cfg.data
+    datamodule = instantiate(data_cfg, "data", tokenizer=tokenizer)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, module
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="mine", version_base="1.3")

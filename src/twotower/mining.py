@@ -6,12 +6,15 @@ ranking (:mod:`twotower.retrieval.mining`) and gives the table to the negatives 
 every ``refresh_every`` epochs after, it does it again with the current weights (ANCE, Xiong
 et al. ICLR 2021). ``source=model`` encodes with the model being trained; a checkpoint path
 encodes with that checkpoint's towers (trained with the same tokenizer: token ids must mean
-the same words). Every process mines the same table from the same weights.
+the same words); ``bm25`` ranks the raw texts with BM25 (``bm25s``), once. Every process
+mines the same table from the same weights.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,7 +23,8 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from twotower.errors import ConfigError, check
 from twotower.retrieval.evaluation import CorpusEvaluator
-from twotower.retrieval.mining import MiningWindow, mine_dense
+from twotower.retrieval.mining import MiningWindow, lowest_per_row, mine_dense, select
+from twotower.retrieval.sparse import BM25
 
 KEYS = (
     "source",
@@ -72,6 +76,99 @@ def mine_with_model(model, catalogue, window: MiningWindow, batch_size: int = 10
     return ids, table, counts, encoded
 
 
+def is_export(source: str) -> bool:
+    return Path(source, "manifest.json").is_file()
+
+
+def is_text_source(source: str) -> bool:
+    """Whether ``source`` mines from the raw texts (BM25, an export) rather than a module."""
+    return source == "bm25" or is_export(source)
+
+
+def mine_from(source: str, model, catalogue, datamodule, window: MiningWindow, batch_size: int):
+    """Mine with ``source``: ``bm25``, an export directory, or ``model`` (a loaded module:
+    the one being trained, or a checkpoint's). Returns what :func:`mine_with_model` does."""
+    if source == "bm25":
+        return mine_with_bm25(catalogue, *texts_of(datamodule), window)
+    if is_export(source):
+        queries, _ = texts_of(datamodule)
+        return mine_with_export(source, catalogue, queries, datamodule.doc_ids, window)
+    return mine_with_model(model, catalogue, window, batch_size)
+
+
+def texts_of(datamodule) -> tuple[list[str], list[str]]:
+    """The query and document texts BM25 mines from; a ConfigError for data without them."""
+    queries = getattr(datamodule, "query_texts", None)
+    docs = getattr(datamodule, "doc_texts", None)
+    if not queries or not docs:
+        raise ConfigError(
+            "negatives.mining.source",
+            "bm25",
+            "needs text data (queries and documents as texts); these data have none: "
+            "use source=model or a checkpoint",
+        )
+    return queries, docs
+
+
+def mine_with_bm25(catalogue, query_texts, doc_texts, window: MiningWindow):
+    """Rank the corpus for every training query of ``catalogue`` with BM25 over the raw texts.
+
+    Returns what :func:`mine_with_model` does; its last entry is the seconds spent indexing.
+    """
+    started = time.perf_counter()
+    ids = torch.unique(catalogue.positive_query.long())  # (Q,) training query ids
+    texts = [query_texts[int(r)] for r in catalogue.query_rows[ids]]
+    index = BM25(doc_texts)
+    indexed = time.perf_counter() - started
+    scores, ranked = index.search(texts, window.rank_max)
+    pos_rows = torch.searchsorted(ids, catalogue.positive_query.long())
+    positive = None
+    if window.needs_scores:
+        pair_scores = index.score_pairs(texts, pos_rows, catalogue.positive_doc.long())
+        positive = lowest_per_row(pair_scores, pos_rows, len(ids))
+    pos_docs, n_docs = catalogue.positive_doc, len(doc_texts)
+    table, counts = select(scores, ranked, window, pos_rows, pos_docs, n_docs, positive)
+    return ids, table, counts, indexed
+
+
+def mine_with_export(directory, catalogue, query_texts, doc_ids, window: MiningWindow):
+    """Rank with an export (``twotower.export``): its query tower encodes the training queries
+    and its index (exact or faiss) searches its documents, which are mapped to this data's by
+    id; an exported document the data do not have is dropped from the ranking.
+
+    Returns what :func:`mine_with_model` does; its last entry is the seconds spent encoding.
+    """
+    from twotower.serving import TwoTowerRetriever, load_doc_embeddings
+
+    retriever = TwoTowerRetriever.load(directory)
+    started = time.perf_counter()
+    ids = torch.unique(catalogue.positive_query.long())  # (Q,) training query ids
+    texts = [query_texts[int(r)] for r in catalogue.query_rows[ids]]
+    with warnings.catch_warnings():  # a query of unknown words still ranks (arbitrarily)
+        warnings.simplefilter("ignore")
+        queries = torch.cat(
+            [retriever.encode(texts[i : i + 1024]) for i in range(0, len(texts), 1024)]
+        )
+    encoded = time.perf_counter() - started
+    here = {doc: i for i, doc in enumerate(doc_ids)}
+    to_data = torch.tensor([here.get(doc, -1) for doc in retriever.doc_ids] + [-1])
+    scores, ranked = retriever.index.search(queries, window.rank_max)
+    ranked = to_data[ranked.long()]  # -1 (no document) maps to the appended -1
+    scores = scores.masked_fill(ranked < 0, float("-inf"))
+    pos_rows = torch.searchsorted(ids, catalogue.positive_query.long())
+    positive = None
+    if window.needs_scores:
+        exported = {doc: i for i, doc in enumerate(retriever.doc_ids)}
+        at = torch.tensor([exported.get(doc_ids[d], -1) for d in catalogue.positive_doc.tolist()])
+        vectors = load_doc_embeddings(directory)
+        pair = (queries[pos_rows] * vectors[at.clamp(min=0)].float()).sum(1)
+        pair[at < 0] = float("inf")  # a positive the export lacks sets no threshold
+        positive = lowest_per_row(pair, pos_rows, len(ids))
+    pos_docs, n_docs = catalogue.positive_doc, len(doc_ids)
+    table, counts = select(scores, ranked, window, pos_rows, pos_docs, n_docs, positive)
+    return ids, table, counts, encoded
+
+
 class HardNegativeMiner(pl.Callback):
     """Fills ``module.negatives.hard``'s table (see the module docstring).
 
@@ -95,12 +192,12 @@ class HardNegativeMiner(pl.Callback):
         for key, value in (("start_epoch", self.start), ("refresh_every", self.every)):
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
             check(ok, f"mining.{key}", value, "must be an integer >= 0")
-        if self.source == "bm25":
+        if self.source != "model" and self.every:
             raise ConfigError(
-                "negatives.mining.source",
-                "bm25",
-                "BM25 mining runs outside training: python -m twotower.mine source=bm25 writes "
-                "a presampled file for data=pairs; in a run use model or a checkpoint path",
+                "negatives.mining.refresh_every",
+                self.every,
+                f"must be 0 with source={self.source} (only source=model changes as it "
+                "trains: a BM25 ranking, a checkpoint or an export would mine the same table)",
             )
         self._encoder = None  # a checkpoint's module, loaded once
         self.minings: list[dict[str, Any]] = []  # one entry per mining: epoch, seconds, counts
@@ -135,8 +232,10 @@ class HardNegativeMiner(pl.Callback):
         """Mine and set the table now; returns the log entry (seconds and filter counts)."""
         started = time.perf_counter()
         catalogue = module.negatives.catalogue
-        ids, table, counts, encoded = mine_with_model(
-            self._model(module), catalogue, self.window, self.batch_size
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        model = None if is_text_source(self.source) else self._model(module)
+        ids, table, counts, encoded = mine_from(
+            self.source, model, catalogue, datamodule, self.window, self.batch_size
         )
         full = torch.full((int(ids[-1]) + 1, table.shape[1]), -1, dtype=torch.int32)
         full[ids] = table.to(torch.int32)

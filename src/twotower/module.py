@@ -14,10 +14,29 @@ from torchmetrics import MeanMetric
 from twotower.batch_metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
 from twotower.callbacks import last_good_checkpoint
 from twotower.errors import TrainingDiverged
+from twotower.grad_cache import GradCache
 from twotower.negatives import Candidates, score_in_batch
 from twotower.retrieval.evaluation import CorpusEvaluator, Ranking
 from twotower.retrieval.ranking import DEFAULT_METRICS
 from twotower.similarity import Similarity
+
+
+def average_gradients(parameters, world_size: int) -> None:
+    """All-reduce every gradient to the processes' mean, in one flat buffer."""
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:  # every process must send the same layout, used or not
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world_size
+    start = 0
+    for g in grads:
+        g.copy_(flat[start : start + g.numel()].view_as(g))
+        start += g.numel()
 
 
 class TwoTowerModule(pl.LightningModule):
@@ -41,6 +60,8 @@ class TwoTowerModule(pl.LightningModule):
         tokenizer_state: the tokenizer's ``state_dict()``, kept in checkpoints.
         tower_inputs: ``{"query": kwargs, "doc": kwargs}`` the towers were built with beyond
             their config (vocabulary size, feature schema), as plain data for checkpoints.
+        grad_cache: rows per tower pass with GradCache (:mod:`twotower.grad_cache`); the
+            step then optimises manually, clipping by ``gradient_clip`` (value, algorithm).
     """
 
     def __init__(
@@ -59,6 +80,8 @@ class TwoTowerModule(pl.LightningModule):
         config: dict | None = None,
         tokenizer_state: dict | None = None,
         tower_inputs: dict | None = None,
+        grad_cache: int | None = None,
+        gradient_clip: tuple[float | None, str | None] = (None, None),
     ):
         super().__init__()
         # Only plain data goes into checkpoints (they load with weights_only=True): the
@@ -72,6 +95,8 @@ class TwoTowerModule(pl.LightningModule):
                 "loss",
                 "optimizer",
                 "scheduler",
+                "grad_cache",
+                "gradient_clip",
             ],
             logger=False,
         )
@@ -89,6 +114,10 @@ class TwoTowerModule(pl.LightningModule):
         )
         # The full-corpus ranking of validation and test; a bad metric name fails here.
         self.evaluator = CorpusEvaluator(metrics, run_depth)
+        self.grad_cache = GradCache(grad_cache) if grad_cache is not None else None
+        self.gradient_clip = gradient_clip
+        # GradCache runs its own backward passes: Lightning then leaves the step to us.
+        self.automatic_optimization = self.grad_cache is None
 
     def encode_queries(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
         """Query vectors ``(B, D)`` from tokens ``(B, W, T)`` or a dict of user features."""
@@ -113,7 +142,10 @@ class TwoTowerModule(pl.LightningModule):
         return self.loss(*cands), cands, q, d
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, cands, _, _ = self.model_step(batch)
+        if self.grad_cache is None:
+            loss, cands, _, _ = self.model_step(batch)
+        else:
+            loss, cands = self._cached_step(batch)
         n = len(batch["doc_id"])
         if self._logs_this_step():
             self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
@@ -137,11 +169,43 @@ class TwoTowerModule(pl.LightningModule):
         self.train_stats["candidates"].update(candidates.float().mean(), n)
         return loss
 
+    def _cached_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Any]:
+        """One optimizer step with GradCache: chunked passes, then clip and step."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed only
+        loss, cands = self.grad_cache.backward(self, batch, scaler.scale if scaler else None)
+        # Lightning's DDP reducer expects one backward per step; the chunks' passes ran
+        # outside it, so the gradients are averaged here, as DDP would.
+        if self.trainer.world_size > 1:
+            average_gradients(self.parameters(), self.trainer.world_size)
+        value, algorithm = self.gradient_clip
+        if value:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm
+            )
+        optimizer.step()
+        return loss, cands
+
     def on_train_epoch_end(self) -> None:
         for name, metric in self.train_stats.items():
             if metric.update_called:
                 self.log(f"train/{name}", metric.compute())  # compute() syncs processes
             metric.reset()
+        if not self.automatic_optimization:
+            self._step_schedulers()
+
+    def _step_schedulers(self) -> None:
+        """Epoch schedulers, stepped as Lightning does under automatic optimization."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
+                continue
+            if not isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                config.scheduler.step()
+                continue
+            value = self.trainer.callback_metrics.get(self.hparams.scheduler_monitor)
+            if value is not None:  # no validation this epoch: nothing to compare
+                config.scheduler.step(value)
 
     def _logs_this_step(self) -> bool:
         """Whether Lightning writes this step's values to the loggers.
@@ -216,8 +280,7 @@ class TwoTowerModule(pl.LightningModule):
         optimizer = self.optimizer(params=self.parameters())
         if self.scheduler is None:
             return optimizer
-        scheduler = self.scheduler(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
-        }
+        scheduler = {"scheduler": self.scheduler(optimizer=optimizer)}
+        if self.automatic_optimization:  # else _step_schedulers reads the monitor itself
+            scheduler["monitor"] = self.hparams.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

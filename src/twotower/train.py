@@ -56,8 +56,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             miner = HardNegativeMiner(module.negatives.hard.mining)
         callbacks.append(miner)
     logger = instantiate(cfg.logger, "logger") if cfg.get("logger") else False
+    # GradCache steps by hand and clips itself (TwoTowerModule.gradient_clip).
+    manual = {} if module.automatic_optimization else {"gradient_clip_val": None}
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, "trainer", callbacks=[*callbacks, stats], logger=logger
+        cfg.trainer, "trainer", callbacks=[*callbacks, stats], logger=logger, **manual
     )
 
     # A resumed run keeps the untrained metrics of its start (FitStats is in checkpoints).

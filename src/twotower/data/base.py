@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from twotower.data.components.batches import TextDataset, TextPairDataset, collate, labelled_rows
 from twotower.data.components.tokenizers import Tokenizer
 from twotower.data.components.tokens import TokenStore
+from twotower.data.components.unique import UNIQUE, BatchRows, DuplicateFreeSampler
 from twotower.errors import check, check_choice
 from twotower.formats import FORMATS
 
@@ -160,6 +161,8 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         max_doc_words: longer documents are truncated (and counted in the log).
         max_word_tokens: tokens kept per word (longer words are cut and counted).
         shuffle_train: shuffle the training rows every epoch.
+        unique_in_batch: ``doc``, ``query`` or ``both``: training batches in which it appears
+            at most once (:mod:`~twotower.data.components.unique`); ``None``: any order.
         num_workers: DataLoader worker processes (batches are cheap; 0 is usually best).
         seed: seed of everything the data module draws (split, negatives).
     """
@@ -177,6 +180,7 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         max_doc_words: int = 64,
         max_word_tokens: int = 32,
         shuffle_train: bool = True,
+        unique_in_batch: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -198,6 +202,9 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
             labelled_negatives <= num_negatives, "labelled_negatives", labelled_negatives, expected
         )
         check(isinstance(shuffle_train, bool), "shuffle_train", shuffle_train, "must be a bool")
+        if unique_in_batch is not None:
+            check_choice("unique_in_batch", unique_in_batch, UNIQUE)
+        self.unique_in_batch = unique_in_batch
         check_int("num_workers", num_workers, 0)
         check(isinstance(seed, int), "seed", seed, "must be an integer")
         self.tokenizer = tokenizer
@@ -275,9 +282,27 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         return store
 
     # -- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, unique: str | None = None
+    ) -> DataLoader:
         sampler = None
-        if not shuffle and dist.is_available() and dist.is_initialized():
+        distributed = dist.is_available() and dist.is_initialized()
+        if unique is not None:  # the sampler yields whole batches, which may be short
+            replicas = {"num_replicas": 1, "rank": 0}
+            if distributed:
+                replicas = {"num_replicas": dist.get_world_size(), "rank": dist.get_rank()}
+            sampler = DuplicateFreeSampler(
+                dataset, unique, batch_size, shuffle=shuffle, seed=self.seed, **replicas
+            )
+            return DataLoader(
+                BatchRows(dataset),
+                batch_size=None,
+                sampler=sampler,
+                collate_fn=collate,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
+        if not shuffle and distributed:
             # Lightning's own distributed sampler always shuffles training rows: honour
             # shuffle_train=false with one that does not (Lightning keeps a given one).
             sampler = DistributedSampler(dataset, shuffle=False)
@@ -298,7 +323,9 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
 
     def train_dataloader(self) -> DataLoader:
         self._require("train")
-        return self._loader(self.datasets["train"], self.batch_size, self.shuffle_train)
+        return self._loader(
+            self.datasets["train"], self.batch_size, self.shuffle_train, self.unique_in_batch
+        )
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         self._require(split)

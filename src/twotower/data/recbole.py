@@ -91,7 +91,7 @@ class RecBoleDataModule(RetrievalDataModule):
             (its features are missing; counted and logged).
         threshold: ``{field: minimum}``: keep the interactions with ``field >= minimum``.
         field_separator, seq_separator: RecBole's separators of fields and of sequence values.
-        batch_size, eval_batch_size, shuffle_train, num_workers, seed: see
+        batch_size, eval_batch_size, shuffle_train, unique_in_batch, num_workers, seed: see
             :class:`~twotower.data.base.RetrievalDataModule`.
 
     After :meth:`setup`: ``users`` and ``corpus`` (the items) are feature stores, ``user_ids``
@@ -124,6 +124,7 @@ class RecBoleDataModule(RetrievalDataModule):
         batch_size: int = 1024,
         eval_batch_size: int = 1024,
         shuffle_train: bool = True,
+        unique_in_batch: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -133,6 +134,7 @@ class RecBoleDataModule(RetrievalDataModule):
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             shuffle_train=shuffle_train,
+            unique_in_batch=unique_in_batch,
             num_workers=num_workers,
             seed=seed,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from twotower.errors import check
 from twotower.losses.base import Loss
 
 
@@ -16,6 +17,14 @@ class ListwiseSoftmaxLoss(Loss):
     positive gives -log p+; graded labels give a weighted target. Rows with no relevant
     candidate are skipped. The scores are already scaled by gamma (the temperature's
     inverse), which this loss uses as given.
+
+    ``symmetric``: also the transposed loss, each relevant candidate (column) against the
+    batch's queries (rows) it is valid for, -log P(Q | D+), and the mean of both directions
+    (CLIP's and the bidirectional in-batch loss of dense retrievers). Columns relevant to no
+    row (drawn, remembered or mined negatives) have no second term.
+
+    Args:
+        symmetric: add the documents-to-queries direction.
 
     Shapes:
         scores, labels, mask: (B, C); output: scalar.
@@ -33,7 +42,20 @@ class ListwiseSoftmaxLoss(Loss):
         tensor(0.6931)
     """
 
+    def __init__(self, symmetric: bool = False):
+        super().__init__()
+        check(isinstance(symmetric, bool), "symmetric", symmetric, "must be true or false")
+        self.symmetric = symmetric
+
     def forward(self, scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+        loss = self.rows(scores, labels, mask)
+        if self.symmetric:
+            loss = (loss + self.rows(scores.T, labels.T, mask.T)) / 2
+        return loss
+
+    @staticmethod
+    def rows(scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+        """The mean over rows with a relevant candidate of -log softmax(relevant)."""
         relevant = mask & (labels > 0)  # (B, C)
         weights = torch.where(relevant, labels, 0.0)  # (B, C)
         total = weights.sum(1)  # (B,)

@@ -98,17 +98,34 @@ def score_shared(
     rows = torch.arange(q.shape[0], device=q.device)
     labels = torch.zeros_like(scores)
     labels[rows, pos_col] = 1.0
-    clash = batch["doc_id"][:, None] == doc_ids[None, :]  # (B, N) same document
-    same_query = batch["query_id"][:, None] == owner_ids[None, :]  # (B, N)
+    # The masked entries are few: found as index pairs by sorting, not as (B, N) comparisons
+    # (with a 16k-vector memory those took most of the step).
+    same_doc = equal_pairs(batch["doc_id"], doc_ids)  # the row's positive document
     # A positive of the same query is masked wherever its document appears (another query's
     # positive, a shared negative), not only in its owner's column.
-    unique, inverse = torch.unique(doc_ids, return_inverse=True)  # (U,), (N,)
-    relevant = torch.zeros(len(q), len(unique), device=q.device)
-    relevant.index_add_(1, inverse, same_query.float())  # (B, U) same-query owners per doc
-    clash |= relevant[:, inverse] > 0
-    mask = ~clash
+    owned_rows, owned_cols = equal_pairs(batch["query_id"], owner_ids)
+    at, cols = equal_pairs(doc_ids[owned_cols], doc_ids)
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    mask[same_doc] = False
+    mask[owned_rows[at], cols] = False
     mask[rows, pos_col] = True
     return Candidates(scores, labels, mask)
+
+
+def equal_pairs(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Every ``(i, j)`` with ``a[i] == b[j]``, as two index tensors (``a`` ``(B,)``, ``b``
+    ``(N,)``); costs a sort of ``b`` and the matches, never ``B x N``.
+
+    >>> equal_pairs(torch.tensor([5, 7, 9]), torch.tensor([7, 5, 7]))
+    (tensor([0, 1, 1]), tensor([1, 0, 2]))
+    """
+    ordered, perm = torch.sort(b, stable=True)
+    lo = torch.searchsorted(ordered, a)
+    counts = torch.searchsorted(ordered, a, right=True) - lo  # (B,)
+    i = torch.repeat_interleave(torch.arange(len(a), device=a.device), counts)
+    first = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
+    j = perm[first + torch.arange(len(i), device=a.device)]
+    return i, j
 
 
 def gather_positives(

@@ -56,9 +56,14 @@ class MiningWindow:
 
 def positive_scores(queries: Tensor, docs: Tensor, pos_rows: Tensor, pos_docs: Tensor) -> Tensor:
     """``(Q,)`` the lowest score of each query's relevant documents (``+inf`` for none)."""
-    scores = (queries[pos_rows] * docs[pos_docs]).sum(1).float()  # (P,)
-    out = torch.full((len(queries),), float("inf"))
-    return out.scatter_reduce(0, pos_rows, scores, "amin")
+    scores = (queries[pos_rows] * docs[pos_docs]).sum(1)  # (P,)
+    return lowest_per_row(scores, pos_rows, len(queries))
+
+
+def lowest_per_row(pair_scores: Tensor, pos_rows: Tensor, num_rows: int) -> Tensor:
+    """``(num_rows,)`` the lowest of each row's pair scores ``(P,)`` (``+inf`` for none)."""
+    out = torch.full((num_rows,), float("inf"))
+    return out.scatter_reduce(0, pos_rows, pair_scores.float(), "amin")
 
 
 def select(
