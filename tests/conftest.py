@@ -90,3 +90,13 @@ def write_beir(directory, num_docs: int = 120, seed: int = 0):
 @pytest.fixture
 def beir_dir(tmp_path):
     return write_beir(tmp_path / "beir")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    """The directory of a tiny random BERT and its tokenizer (skips without the hf extra)."""
+    from tests.hf_tiny import HAS_HF, write_tiny_model
+
+    if not HAS_HF:
+        pytest.skip("needs the hf extra (transformers)")
+    return write_tiny_model(tmp_path_factory.mktemp("hf") / "tiny-bert")

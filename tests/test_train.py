@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from tests.configs import FEATURE_TOWERS, LOSSES, TEXT_TOWERS, options
+from tests.configs import FEATURE_TOWERS, LOSSES, PRETRAINED_TOWERS, TEXT_TOWERS, options
 from twotower.train import train
 
 
 def test_every_tower_is_in_a_tower_x_loss_test():
-    # Text towers train below, feature towers in test_recommendation.py: another input_kind
-    # would be in neither list.
-    assert sorted(TEXT_TOWERS + FEATURE_TOWERS) == options("tower")
+    # Text towers train below, feature towers in test_recommendation.py, pretrained ones in
+    # test_transformer.py: another input_kind would be in no list.
+    assert sorted(TEXT_TOWERS + FEATURE_TOWERS + PRETRAINED_TOWERS) == options("tower")
 
 
 @pytest.mark.parametrize("loss", LOSSES)

@@ -89,6 +89,11 @@ def build_towers(cfg: DictConfig, inputs: dict[str, dict[str, Any]], kind: str):
     return query_tower, instantiate(doc_tower_config(cfg), "doc_tower", **inputs["doc"])
 
 
+def restore_kwargs(tower) -> dict[str, Any]:
+    """A tower's own ``restore_kwargs()`` (e.g. a transformer's config), or nothing."""
+    return tower.restore_kwargs() if hasattr(tower, "restore_kwargs") else {}
+
+
 def build_module(
     cfg: DictConfig,
     inputs: dict[str, dict[str, Any]],
@@ -107,6 +112,10 @@ def build_module(
     """
     kind = "features" if "features" in inputs["query"] else "text"
     query_tower, doc_tower = build_towers(cfg, inputs, kind)
+    # What a tower needs to be rebuilt without its source files (a pretrained model's
+    # architecture) goes into the checkpoint beside the data-given arguments.
+    sides = (("query", query_tower), ("doc", doc_tower or query_tower))
+    inputs = {side: {**inputs[side], **restore_kwargs(tower)} for side, tower in sides}
     negatives = instantiate(cfg.negatives, "negatives")
     loss = instantiate(cfg.loss, "loss")
     if data_format is not None:

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from twotower import __version__
-from twotower.build import doc_tower_config, instantiate
+from twotower.build import doc_tower_config, instantiate, restore_kwargs
 from twotower.checkpoint import load_module
 from twotower.config_check import CONF_DIR, check_config, run_cli
 from twotower.errors import ConfigError, user_errors
@@ -80,10 +80,14 @@ def _write(cfg, out: Path, tmp: Path, module, tokenizer, train_cfg, datamodule, 
     doc_cfg = doc_tower_config(train_cfg)
     model = {
         "query_tower": module_spec(
-            module.query_tower, train_cfg.tower._target_, _kwargs(train_cfg.tower, vocab_size=vocab)
+            module.query_tower,
+            train_cfg.tower._target_,
+            _kwargs(train_cfg.tower, vocab_size=vocab, **restore_kwargs(module.query_tower)),
         ),
         "doc_tower": module_spec(
-            module.doc_tower, doc_cfg._target_, _kwargs(doc_cfg, vocab_size=vocab)
+            module.doc_tower,
+            doc_cfg._target_,
+            _kwargs(doc_cfg, vocab_size=vocab, **restore_kwargs(module.doc_tower)),
         ),
         "similarity": module_spec(
             module.similarity, train_cfg.similarity._target_, _kwargs(train_cfg.similarity)
