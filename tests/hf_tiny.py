@@ -9,11 +9,9 @@ import importlib.util
 import string
 from pathlib import Path
 
-import pytest
 import torch
 
 HAS_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "tokenizers"))
-needs_hf = pytest.mark.skipif(not HAS_HF, reason="needs the hf extra (transformers)")
 
 
 def write_tiny_model(directory: Path) -> Path:
@@ -46,10 +44,9 @@ def write_tiny_model(directory: Path) -> Path:
     return directory
 
 
-def hf_overrides(model: Path, doc_side: bool = False) -> list[str]:
+def hf_overrides(model: Path) -> list[str]:
     """Overrides that train ``tower=transformer`` on the tiny model with its tokenizer."""
-    side = "doc_tower" if doc_side else "tower"
-    return [f"{side}.model={model}", "tokenizer=hf", f"tokenizer.model={model}"]
+    return [f"tower.model={model}", "tokenizer=hf", f"tokenizer.model={model}"]
 
 
 def uses_hf(cfg) -> bool:
