@@ -53,6 +53,7 @@ RULES = [
     ("twotower.retrieval", ("twotower.module", "twotower.data", "twotower.build"), ()),
     ("twotower.module", ("hydra", "omegaconf", "twotower.build", "twotower.data"), ()),
     ("twotower.mining", ("twotower.module", "twotower.train", "twotower.mine"), ()),
+    ("twotower.teacher", ("twotower.module", "twotower.train", "twotower.build"), ()),
     ("twotower", ("bench", "prepare"), ()),
 ]  # fmt: skip
 

@@ -26,31 +26,26 @@ COMMON = [
 ]
 
 
+def run_ddp(run_dir, cwd, *overrides: str) -> list[dict[str, str]]:
+    """Train with 2 CPU processes (1 thread each); the rows of the run's metrics.csv."""
+    from tests.conftest import TINY
+
+    cmd = [sys.executable, "-m", "twotower.train", "trainer=ddp", "trainer.devices=2"]
+    cmd += ["logger=csv", *TINY, *COMMON, *overrides, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return list(csv.DictReader(open(run_dir / "metrics.csv")))
+
+
 @pytest.mark.parametrize(
     "extra",
     [[], ["model.grad_cache.chunk_size=5"]],
     ids=["ddp", "ddp_grad_cache"],  # GradCache averages the gradients itself: same update
 )
 def test_ddp_gathers_candidates_and_matches_one_process(make_cfg, tmp_path, extra):
-    from tests.conftest import TINY
-
     ddp_dir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "twotower.train",
-        "trainer=ddp",
-        "trainer.devices=2",
-        "logger=csv",
-        *TINY,
-        *COMMON,
-        *extra,
-        f"hydra.run.dir={ddp_dir}",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = list(csv.DictReader(open(ddp_dir / "metrics.csv")))
+    rows = run_ddp(ddp_dir, tmp_path, *extra)
     ddp_loss = float(next(r for r in rows if r.get("train/loss"))["train/loss"])
     # an epoch mean over the logged batches; the run has one batch
     ddp_candidates = float(next(r for r in rows if r.get("train/candidates"))["train/candidates"])

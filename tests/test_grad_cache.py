@@ -41,7 +41,7 @@ def chunked_reference(module, batch, chunk: int):
     q = encode(module.query_tower, batch["query"])
     d = encode(module.doc_tower, batch["doc"])
     cands = module.negatives(q, d, batch, module.similarity, lambda x: encode(module.doc_tower, x))
-    loss = module.loss(*cands)
+    loss = module.objective(cands, batch, q, d)
     loss.backward()
     return loss.detach()
 

@@ -271,7 +271,7 @@ def test_gradients_reach_both_towers(neg):
     table = torch.randn(8, 3, requires_grad=True)  # the document tower
     batch = {"query_id": torch.arange(4), "doc_id": torch.tensor([0, 1, 2, 3])}
     c = neg(q, table[batch["doc_id"]], batch, DOT, lambda ids: table[ids])
-    ListwiseSoftmaxLoss()(*c).backward()
+    ListwiseSoftmaxLoss()(c.scores, c.labels, c.mask).backward()
     assert q.grad.abs().sum() > 0 and table.grad[:4].abs().sum() > 0
     assert torch.isfinite(q.grad).all() and torch.isfinite(table.grad).all()
 
@@ -386,7 +386,8 @@ def simulate(logq, users=4, n_items=50, batch_size=128, steps=800, n_rows=50_000
         picked = torch.randint(n_rows, (batch_size,), generator=g)
         u, i = user[picked], item[picked]
         batch = {"query_id": torch.arange(batch_size), "doc_id": i}
-        value = loss(*neg(F.one_hot(u, users).float(), table[i], batch, DOT, None))
+        c = neg(F.one_hot(u, users).float(), table[i], batch, DOT, None)
+        value = loss(c.scores, c.labels, c.mask)
         opt.zero_grad()
         value.backward()
         opt.step()

@@ -37,9 +37,29 @@ def test_beir_rows_and_judged_queries(beir_dir, tmp_path):
 
 
 def test_max_val_queries_samples_validation_only(beir_dir, tmp_path):
+    full = beir_dm(beir_dir, tmp_path / "cache")
     dm = beir_dm(beir_dir, tmp_path / "cache", max_val_queries=5)
     assert len(dm.eval_splits["val"].query_ids) == 5
     assert len(dm.eval_splits["test"].query_ids) > 5
+    # The val rows (the val loss) are the sampled queries' rows, not every dev query's.
+    sampled = set(dm.eval_splits["val"].query_ids)
+    rows = dm.datasets["val"]
+    assert 5 <= len(rows) < len(full.datasets["val"])
+    assert sampled <= set(full.eval_splits["val"].query_ids)
+    assert len(dm.datasets["test"]) == len(full.datasets["test"])
+
+
+def test_evaluation_texts_by_length_keep_their_rows(beir_dir, tmp_path):
+    from twotower.data.components.batches import TextDataset
+
+    dm = beir_dm(beir_dir, tmp_path / "cache")
+    plain, ordered = TextDataset(dm.corpus, "doc"), TextDataset(dm.corpus, "doc", by_length=True)
+    batch = ordered.__getitems__(list(range(len(ordered))))
+    lengths = dm.corpus.text_len[batch["index"]]
+    assert (lengths[1:] >= lengths[:-1]).all()  # shortest first
+    assert sorted(batch["index"].tolist()) == list(range(len(plain)))
+    same = plain.__getitems__(batch["index"][:7].tolist())
+    assert torch.equal(same["index"], batch["index"][:7])
 
 
 def test_cache_hit_and_a_changed_file_is_tokenised_again(beir_dir, tmp_path, caplog):
@@ -276,3 +296,23 @@ def test_pair_files_without_a_test_file_have_no_test_split(pair_files):
         test=str(pair_files["val"]),
     )
     assert with_test.has_test
+
+
+def test_encoding_by_length_keeps_the_store_order(beir_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from twotower.retrieval.evaluation import CorpusEvaluator
+
+    dm = beir_dm(beir_dir, tmp_path / "cache")
+    sums = lambda tokens: tokens.float().sum((1, 2))[:, None].repeat(1, 2)  # noqa: E731 - exact
+    model = SimpleNamespace(
+        device=torch.device("cpu"),
+        similarity=SimpleNamespace(prepare=lambda x: x),
+        encode_documents=sums,
+        encode_queries=sums,
+    )
+    plain = CorpusEvaluator().encode(model, dm.corpus, "doc", 7)
+    ordered = CorpusEvaluator().encode(model, dm.corpus, "doc", 7, by_length=True)
+    on_disk = CorpusEvaluator().encode(model, dm.corpus, "doc", 7, tmp_path / "v.npy", True)
+    assert torch.equal(plain, ordered) and torch.equal(plain, on_disk)
+    assert len(set(plain[:, 0].tolist())) > 5  # the texts differ: an order mix-up would show

@@ -172,3 +172,10 @@ def test_checkpoint_and_export_work_without_the_model_directory(tiny_hf, tmp_pat
     for q, hits in zip(ids, retriever.search([text[q] for q in ids], k=5), strict=True):
         ranked = sorted(run[q].items(), key=lambda x: -x[1])
         assert [h.score for h in hits] == pytest.approx([s for _, s in ranked[:5]], abs=1e-4)
+
+
+def test_another_tokenizer_is_a_config_error(make_cfg, tiny_hf):
+    cfg = make_cfg("tower=transformer", f"tower.model={tiny_hf}", "tokenizer=trigram", "~logger")
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    assert info.value.key == "tokenizer._target_" and "use tokenizer=hf" in str(info.value)

@@ -118,11 +118,15 @@ def build_module(
     inputs = {side: {**inputs[side], **restore_kwargs(tower)} for side, tower in sides}
     negatives = instantiate(cfg.negatives, "negatives")
     loss = instantiate(cfg.loss, "loss")
+    distill = instantiate(cfg.distill, "distill") if cfg.get("distill") else None
     if data_format is not None:
         with under("negatives"):
             negatives.check(loss, data_format, cfg.data.batch_size)
         with under("loss"):
             loss.check(data_format)
+        if distill is not None:
+            with under("distill"):
+                distill.check(data_format)
     model = cfg.model
     chunk_size, clip = grad_cache_options(cfg)
     return TwoTowerModule(
@@ -134,6 +138,7 @@ def build_module(
         optimizer=instantiate(cfg.optimizer, "optimizer"),
         scheduler=instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         scheduler_monitor=model.get("scheduler_monitor", "val/loss"),
+        scheduler_interval=model.get("scheduler_interval", "epoch"),
         recall_at=tuple(model.recall_at),
         metrics=tuple(model.get("metrics") or DEFAULT_METRICS),
         run_depth=model.get("run_depth", 100),
@@ -142,6 +147,7 @@ def build_module(
         tower_inputs={side: inputs_state(kw) for side, kw in inputs.items()},
         grad_cache=chunk_size,
         gradient_clip=clip,
+        distill=distill,
     )
 
 
@@ -179,9 +185,26 @@ def grad_cache_options(cfg: DictConfig) -> tuple[int | None, tuple[float | None,
     return chunk_size, clip
 
 
+def check_tokenizer(cfg: DictConfig, tokenizer) -> None:
+    """A pretrained tower reads its own tokenizer's ids: any other tokenizer is a config error
+    (its ids would index the model's embeddings as other sub-words)."""
+    for key in ("tower", "doc_tower"):
+        node = cfg.get(key)
+        target = OmegaConf.select(node, "_target_") if node is not None else None
+        wanted = getattr(hydra.utils.get_class(target), "tokenizer_class", None) if target else None
+        if wanted and type(tokenizer).__name__ != wanted:
+            raise ConfigError(
+                "tokenizer._target_",
+                f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+                f"{key}={target.rsplit('.', 1)[-1]} reads its own model's token ids: use "
+                "tokenizer=hf",
+            )
+
+
 def build_for_data(cfg: DictConfig, datamodule) -> TwoTowerModule:
     """The module for training on ``datamodule`` (set up): checked against its rows' format and
     batch size, its negatives bound to the training data."""
+    check_tokenizer(cfg, datamodule.tokenizer)
     inputs = {side: datamodule.tower_inputs(side) for side in ("query", "doc")}
     module = build_module(
         cfg, inputs, datamodule.tokenizer.state_dict(), data_format=datamodule.train_format

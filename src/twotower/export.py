@@ -70,7 +70,10 @@ def _write(cfg, out: Path, tmp: Path, module, tokenizer, train_cfg, datamodule, 
     # On disk: each batch goes into a memory-mapped .npy as it is encoded, so the vectors
     # never need to fit in memory (torch.save below then streams them from the file).
     scratch = tmp / "encoded.npy" if cfg.doc_embeddings_on_disk else None
-    docs = CorpusEvaluator().encode(module, datamodule.corpus, "doc", cfg.batch_size, scratch)
+    by_length = getattr(tokenizer, "encode_by_length", False)  # a transformer's tokenizer
+    docs = CorpusEvaluator().encode(
+        module, datamodule.corpus, "doc", cfg.batch_size, scratch, by_length
+    )
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     index.build(docs)  # (D, d)

@@ -129,7 +129,7 @@ class GradCache:
         q = encode_query(batch["query"])  # (B, D) leaves
         d = encode_doc(batch["doc"])
         cands = module.negatives(q, d, batch, module.similarity, encode_doc)
-        loss = module.loss(*cands)
+        loss = module.objective(cands, batch, q, d)
         (scale(loss) if scale is not None else loss).backward()
         for call in calls:
             grad = call.vectors.grad

@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 
 from twotower.batch_metrics import Accuracy, RankingMetrics, rankable, top1_accuracy
 from twotower.callbacks import last_good_checkpoint
-from twotower.errors import TrainingDiverged
+from twotower.errors import TrainingDiverged, check_choice
 from twotower.grad_cache import GradCache
 from twotower.negatives import Candidates, score_in_batch
 from twotower.retrieval.evaluation import CorpusEvaluator, Ranking
@@ -52,6 +52,8 @@ class TwoTowerModule(pl.LightningModule):
         optimizer: a partial optimizer taking the parameters (Hydra ``_partial_: true``).
         scheduler: an optional partial LR scheduler taking the optimizer.
         scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
+        scheduler_interval: ``epoch`` steps the scheduler once an epoch, ``step`` once an
+            optimizer step (a cosine over ``trainer.max_steps`` for a run shorter than an epoch).
         recall_at: the k of the in-batch Recall@k logged in validation and test.
         metrics: full-corpus metrics logged in validation and test (``ndcg@10`` ...), by
             the module's :class:`~twotower.retrieval.evaluation.CorpusEvaluator`.
@@ -62,6 +64,8 @@ class TwoTowerModule(pl.LightningModule):
             their config (vocabulary size, feature schema), as plain data for checkpoints.
         grad_cache: rows per tower pass with GradCache (:mod:`twotower.grad_cache`); the
             step then optimises manually, clipping by ``gradient_clip`` (value, algorithm).
+        distill: a distillation loss (:mod:`twotower.losses.distillation`) added to ``loss``
+            in training steps, with the teacher's vectors bound before training.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class TwoTowerModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/loss",
+        scheduler_interval: str = "epoch",
         recall_at: tuple[int, ...] = (1, 5, 10),
         metrics: tuple[str, ...] = DEFAULT_METRICS,
         run_depth: int = 100,
@@ -82,6 +87,7 @@ class TwoTowerModule(pl.LightningModule):
         tower_inputs: dict | None = None,
         grad_cache: int | None = None,
         gradient_clip: tuple[float | None, str | None] = (None, None),
+        distill: nn.Module | None = None,
     ):
         super().__init__()
         # Only plain data goes into checkpoints (they load with weights_only=True): the
@@ -97,15 +103,19 @@ class TwoTowerModule(pl.LightningModule):
                 "scheduler",
                 "grad_cache",
                 "gradient_clip",
+                "distill",
             ],
             logger=False,
         )
+        check_choice("model.scheduler_interval", scheduler_interval, ("epoch", "step"))
         self.optimizer, self.scheduler = optimizer, scheduler
         self.query_tower = query_tower
         self.doc_tower = doc_tower if doc_tower is not None else query_tower
         self.similarity = similarity
         self.negatives = negatives
         self.loss = loss
+        self.distill = distill
+        self.last_distill: Tensor | None = None  # the last training step's distillation term
         self.train_stats = nn.ModuleDict({k: MeanMetric() for k in ("accuracy", "candidates")})
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.eval_accuracy = nn.ModuleDict({s: Accuracy() for s in ("val", "test")})
@@ -139,7 +149,17 @@ class TwoTowerModule(pl.LightningModule):
         q = self.encode_queries(batch["query"])  # (B, D)
         d = self.encode_documents(batch["doc"])  # (B, D)
         cands = self.negatives(q, d, batch, self.similarity, self.encode_documents)
-        return self.loss(*cands), cands, q, d
+        return self.objective(cands, batch, q, d), cands, q, d
+
+    def objective(self, cands: Candidates, batch: dict, q: Tensor, d: Tensor) -> Tensor:
+        """The step's loss: the supervised loss of the candidates and, in training, the
+        weighted distillation term (validation and test report the supervised loss alone)."""
+        loss = self.loss(cands.scores, cands.labels, cands.mask)
+        if self.distill is None or not self.training:
+            return loss
+        term = self.distill(cands, batch, q, d)
+        self.last_distill = term.detach()
+        return self.distill.supervised_weight * loss + self.distill.weight * term
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.grad_cache is None:
@@ -150,6 +170,8 @@ class TwoTowerModule(pl.LightningModule):
         if self._logs_this_step():
             self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
             self.log("train/gamma", self.similarity.scale.detach(), batch_size=n)
+            if self.last_distill is not None:
+                self.log("train/distill", self.last_distill, batch_size=n, sync_dist=True)
         # The batch statistics cost a few passes over the (B, C) scores, as much as the loss:
         # measured on every log_every_n_steps-th batch (epoch means over those batches).
         if batch_idx % self.trainer.log_every_n_steps:
@@ -185,6 +207,7 @@ class TwoTowerModule(pl.LightningModule):
                 optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm
             )
         optimizer.step()
+        self._step_schedulers("step")
         return loss, cands
 
     def on_train_epoch_end(self) -> None:
@@ -193,12 +216,14 @@ class TwoTowerModule(pl.LightningModule):
                 self.log(f"train/{name}", metric.compute())  # compute() syncs processes
             metric.reset()
         if not self.automatic_optimization:
-            self._step_schedulers()
+            self._step_schedulers("epoch")
 
-    def _step_schedulers(self) -> None:
-        """Epoch schedulers, stepped as Lightning does under automatic optimization."""
+    def _step_schedulers(self, interval: str) -> None:
+        """The schedulers of ``interval``, stepped as Lightning does under automatic
+        optimization."""
+        count = self.current_epoch + 1 if interval == "epoch" else self.global_step
         for config in self.trainer.lr_scheduler_configs:
-            if config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
+            if config.interval != interval or count % config.frequency:
                 continue
             if not isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 config.scheduler.step()
@@ -280,7 +305,10 @@ class TwoTowerModule(pl.LightningModule):
         optimizer = self.optimizer(params=self.parameters())
         if self.scheduler is None:
             return optimizer
-        scheduler = {"scheduler": self.scheduler(optimizer=optimizer)}
+        scheduler = {
+            "scheduler": self.scheduler(optimizer=optimizer),
+            "interval": self.hparams.scheduler_interval,
+        }
         if self.automatic_optimization:  # else _step_schedulers reads the monitor itself
             scheduler["monitor"] = self.hparams.scheduler_monitor
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -22,6 +22,7 @@ from twotower.errors import under, user_errors
 from twotower.mining import HardNegativeMiner
 from twotower.runs import resume_target, resumed_config
 from twotower.summary import run_result, write_results
+from twotower.teacher import TeacherCache
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -55,6 +56,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with under("negatives"):
             miner = HardNegativeMiner(module.negatives.hard.mining)
         callbacks.append(miner)
+    teacher = None
+    if module.distill is not None:
+        teacher = TeacherCache(cfg.get("teacher") or {})
+        callbacks.append(teacher)
     logger = instantiate(cfg.logger, "logger") if cfg.get("logger") else False
     # GradCache steps by hand and clips itself (TwoTowerModule.gradient_clip).
     manual = {} if module.automatic_optimization else {"gradient_clip_val": None}
@@ -64,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # A resumed run keeps the untrained metrics of its start (FitStats is in checkpoints).
     if not ckpt_path and cfg.eval_before_training and not trainer.fast_dev_run:
-        untrained = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        untrained = first(trainer.validate(module, datamodule=datamodule, verbose=False))
         stats.untrained = {f"untrained/{k}": v for k, v in untrained.items()}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # (validate and test below reload the best checkpoint's callback states)
@@ -73,19 +78,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None  # fast_dev_run saves no checkpoint: evaluate the weights in memory
     metrics.update(
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+        first(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False))
     )
     if run_test:
         metrics.update(
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+            first(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False))
         )
 
     result = run_result(cfg, trainer, stats, metrics, started, ckpt_path)
     if minings is not None:  # each mining's epoch, seconds and filter counts
         result["mining"] = minings
+    if teacher is not None and teacher.entry is not None:  # encoded or cached, and seconds
+        result["teacher"] = teacher.entry
     if trainer.is_global_zero:
         write_results(result, cfg, trainer, module.rankings, datamodule)
     return result
+
+
+def first(results: list[dict[str, float]]) -> dict[str, float]:
+    """The metrics of a validate or test call; none when it ran no batch (limit_*_batches=0)."""
+    return results[0] if results else {}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

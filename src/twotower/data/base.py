@@ -330,10 +330,12 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         self._require(split)
         size = self.eval_batch_size
+        by_length = getattr(self.tokenizer, "encode_by_length", False)
+        queries = TextDataset(self.eval_splits[split].queries, "query", by_length)
         return [
             self._loader(self.datasets[split], size, False),
-            self._loader(TextDataset(self.eval_splits[split].queries, "query"), size, False),
-            self._loader(TextDataset(self.corpus, "doc"), size, False),
+            self._loader(queries, size, False),
+            self._loader(TextDataset(self.corpus, "doc", by_length), size, False),
         ]
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -150,6 +150,8 @@ class BeirDataModule(RetrievalDataModule):
             ("test", self.test_split),
         ):
             qrels = value["qrels"][split]
+            if stage == "val":  # the sample's rows too: the val loss costs what it measures
+                qrels = self._val_sample(qrels)
             q, pos = positive_pairs(qrels, query_index, doc_index)
             if not len(q):
                 path = self.dir / "qrels" / f"{split}.tsv"
@@ -173,12 +175,17 @@ class BeirDataModule(RetrievalDataModule):
             self.vocab_size,
         )
 
+    def _val_sample(self, qrels: dict) -> dict:
+        """The seeded sample of ``max_val_queries`` judged queries (all when unset)."""
+        ids = list(qrels)
+        if not self.max_val_queries or len(ids) <= self.max_val_queries:
+            return qrels
+        g = torch.Generator().manual_seed(self.seed)
+        keep = torch.randperm(len(ids), generator=g)[: self.max_val_queries].sort().values
+        log.info("validating on %d of %d judged queries", len(keep), len(ids))
+        return {ids[i]: qrels[ids[i]] for i in keep.tolist()}
+
     def _eval_split(self, stage: str, qrels, queries: TokenStore, query_index) -> EvalSplit:
         ids = list(qrels)
-        if stage == "val" and self.max_val_queries and len(ids) > self.max_val_queries:
-            g = torch.Generator().manual_seed(self.seed)
-            keep = torch.randperm(len(ids), generator=g)[: self.max_val_queries].sort().values
-            ids = [ids[i] for i in keep.tolist()]
-            log.info("validating on %d of %d judged queries", len(ids), len(qrels))
         rows = torch.tensor([query_index[q] for q in ids], dtype=torch.long)
         return EvalSplit(queries.select(rows), ids, {q: qrels[q] for q in ids}, self.doc_ids)

@@ -35,6 +35,9 @@ class Candidates(NamedTuple):
     scores: Tensor  # (B, C) gamma-scaled similarities
     labels: Tensor  # (B, C) relevance, > 0 relevant
     mask: Tensor  # (B, C) True = a valid candidate
+    # The candidates' document indices, shared (C,) or per row (B, C), -1 for a padding
+    # slot; what a teacher scores them by (distillation). None: not known.
+    doc_ids: Tensor | None = None
 
 
 class Negatives(nn.Module):
@@ -109,7 +112,7 @@ def score_shared(
     mask[same_doc] = False
     mask[owned_rows[at], cols] = False
     mask[rows, pos_col] = True
-    return Candidates(scores, labels, mask)
+    return Candidates(scores, labels, mask, doc_ids)
 
 
 def equal_pairs(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -234,7 +237,7 @@ def score_pool(
         mask_duplicates: ``False`` keeps other copies of the row's positive (and the other
             positives of its query) as negatives: the blog code's defect, for ablations only.
     """
-    scores, labels, mask = score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+    scores, labels, mask, _ = score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
     if not mask_duplicates:
         mask = torch.ones_like(mask)
     if log_q is not None:
@@ -243,7 +246,7 @@ def score_pool(
         known = history(batch["query_id"], doc_ids)  # (B, N)
         known[torch.arange(q.shape[0], device=q.device), pos_col] = False
         mask = mask & ~known
-    return Candidates(scores, labels, mask)
+    return Candidates(scores, labels, mask, doc_ids)
 
 
 def catalogue_vectors(

@@ -40,7 +40,7 @@ class PresampledNegatives(Negatives):
             labels = batch["label"][:, None].to(scores.dtype)
             # A negative row can pair the query with another of its relevant documents.
             known = self.history(batch["query_id"], batch["doc_id"][:, None])  # (B, 1)
-            return Candidates(scores, labels, (labels > 0) | ~known)
+            return Candidates(scores, labels, (labels > 0) | ~known, batch["doc_id"][:, None])
         b, k = batch["neg_id"].shape
         neg = encode(batch["neg"].flatten(0, 1))  # (B*K, D)
         if self.share_across_batch:
@@ -59,4 +59,5 @@ class PresampledNegatives(Negatives):
         valid = batch["neg_id"] != batch["doc_id"][:, None]  # (B, K)
         valid &= ~self.history(batch["query_id"], batch["neg_id"])
         mask = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # (B, 1+K)
-        return Candidates(scores, labels, mask)
+        ids = torch.cat([batch["doc_id"][:, None], batch["neg_id"]], 1)  # (B, 1+K)
+        return Candidates(scores, labels, mask, ids)

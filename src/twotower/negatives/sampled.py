@@ -69,4 +69,5 @@ class SampledNegatives(Negatives):
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
         mask = torch.cat([torch.ones_like(top[:, :1], dtype=torch.bool), top >= 0], 1)
-        return Candidates(scores, labels, mask)  # (B, 1 + k)
+        ids = torch.cat([batch["doc_id"][:, None], doc_ids[cols]], 1)  # (B, 1 + k)
+        return Candidates(scores, labels, mask, ids)  # (B, 1 + k)

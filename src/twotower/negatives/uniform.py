@@ -71,7 +71,8 @@ class UniformNegatives(Negatives):
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
         mask = torch.cat([torch.ones_like(bad[:, :1]), ~bad], 1)  # (B, 1+K)
-        return Candidates(scores, labels, mask)
+        ids = torch.cat([batch["doc_id"][:, None], drawn], 1)  # (B, 1+K)
+        return Candidates(scores, labels, mask, ids)
 
     def collides(self, batch: dict, drawn: Tensor) -> Tensor:
         """``(B, K)`` True where a draw is the row's positive or in its query's history."""

@@ -48,6 +48,7 @@ class TransformerTower(nn.Module):
     """
 
     input_kind = "text"
+    tokenizer_class = "HFTokenizer"  # the ids it reads (build.check_tokenizer)
 
     def __init__(
         self,

@@ -127,14 +127,21 @@ class TextDataset(Dataset):
     Args:
         tokens: the texts' token ids.
         key: ``"query"`` or ``"doc"``: which tower the batch is for.
+        by_length: serve the texts shortest first (``index`` keeps their rows), so a batch
+            pads to similar lengths: a transformer's cost grows with the padded length.
     """
 
-    def __init__(self, tokens: TokenStore, key: str):
+    def __init__(self, tokens: TokenStore, key: str, by_length: bool = False):
         self.tokens, self.key = tokens, key
+        self.order = None
+        if by_length and hasattr(tokens, "text_len"):
+            self.order = torch.argsort(tokens.text_len.long(), stable=True)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         rows = torch.as_tensor(indices, dtype=torch.long)
+        if self.order is not None:
+            rows = self.order[rows]
         return {self.key: self.tokens.batch(rows), "index": rows}

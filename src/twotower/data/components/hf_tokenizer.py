@@ -29,6 +29,9 @@ class HFTokenizer(Tokenizer):
             (the data's ``max_query_words`` / ``max_doc_words`` cap it further).
     """
 
+    # A transformer's cost grows with the padded length: evaluation encodes texts by length.
+    encode_by_length = True
+
     def __init__(self, model: str, max_length: int = 128):
         super().__init__()
         check_positive("max_length", max_length)
