@@ -153,3 +153,28 @@ def test_compiled_towers_train_and_keep_their_checkpoint_keys(make_cfg, tmp_path
     assert result["global_step"] == 3 and all(v == v for v in result["metrics"].values())
     ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
     assert not any("_orig_mod" in k for k in ckpt["state_dict"])
+
+
+@pytest.mark.parametrize("extra", [[], ["model.grad_cache.chunk_size=5"]], ids=["auto", "manual"])
+def test_scheduler_interval_step_steps_every_batch(make_cfg, tmp_path, extra):
+    """model.scheduler_interval=step: a cosine over 4 steps, with Lightning's optimization
+    and with GradCache's manual one, reaches its floor within one epoch of 4 batches."""
+    import csv
+    import math
+
+    cfg = make_cfg(
+        "scheduler=cosine",
+        "scheduler.T_max=4",
+        "model.scheduler_interval=step",
+        "trainer.limit_train_batches=4",
+        "optimizer.lr=0.01",
+        "logger=csv",
+        "+callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor",
+        "+callbacks.lr.logging_interval=step",
+        *extra,
+    )
+    train(cfg)
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
+    expected = [0.01 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-6)

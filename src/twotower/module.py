@@ -53,7 +53,7 @@ class TwoTowerModule(pl.LightningModule):
         scheduler: an optional partial LR scheduler taking the optimizer.
         scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
         scheduler_interval: ``epoch`` steps the scheduler once an epoch, ``step`` once an
-            optimizer step (a cosine over ``trainer.max_steps`` for a run shorter than an epoch).
+            optimizer step (a cosine over the steps of a run shorter than an epoch).
         recall_at: the k of the in-batch Recall@k logged in validation and test.
         metrics: full-corpus metrics logged in validation and test (``ndcg@10`` ...), by
             the module's :class:`~twotower.retrieval.evaluation.CorpusEvaluator`.
