@@ -149,6 +149,8 @@ def test_teacher_settings_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError) as info:
         teacher_vectors({"source": "x", "temperature": 2}, fake_data())
     assert info.value.key == "teacher"
+    with pytest.raises(ConfigError, match="no such checkpoint file"):
+        teacher_vectors({"source": str(tmp_path / "gone.ckpt")}, fake_data())
 
 
 # -- end to end -------------------------------------------------------------------------------

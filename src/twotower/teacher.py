@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,8 @@ def encode_with_teacher(
         from twotower.serving import TwoTowerRetriever, load_doc_embeddings
 
         retriever = TwoTowerRetriever.load(source)
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a query of unknown words still gets a vector
             chunks = [
                 retriever._encode(query_texts[i : i + batch_size], stacklevel=2)
                 for i in range(0, len(query_texts), batch_size)
@@ -234,6 +236,8 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
         ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
         check(ok, f"teacher.{key}", value, "must be an integer > 0")
     kind = kind_of(out["source"])
+    if kind == "hf" and str(out["source"]).endswith(".ckpt"):
+        raise ConfigError("teacher.source", out["source"], "no such checkpoint file")
     if kind == "hf":
         from twotower.hf import model_dir
 
