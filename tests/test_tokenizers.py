@@ -7,6 +7,7 @@ import torch
 
 from twotower.data.components.tokenizers import (
     UNK,
+    CharNgramTokenizer,
     CharTokenizer,
     TrigramTokenizer,
     WordTokenizer,
@@ -20,6 +21,27 @@ def test_trigrams_of_a_word_follow_the_paper():
     assert tok.tokens("good") == [["#go", "goo", "ood", "od#"]]
     assert tok.tokens("a") == [["#a#"]]
     assert tok.tokens("Good, DAY!") == [["#go", "goo", "ood", "od#"], ["#da", "day", "ay#"]]
+
+
+def test_char_ngrams_of_several_sizes():
+    tok = CharNgramTokenizer(n_min=3, n_max=4, buckets=10)
+    assert tok.tokens("good") == [["#go", "goo", "ood", "od#", "#goo", "good", "ood#"]]
+    assert tok.tokens("a") == [["#a#"]]  # shorter than n_min with its boundaries: one token
+    assert tok.tokens("ab") == [["#ab", "ab#", "#ab#"]]  # n_max past the word: the whole word
+    assert CharNgramTokenizer(n_min=3, n_max=3).pieces("good") == TrigramTokenizer().pieces("good")
+    assert CharNgramTokenizer(3, 5, word_ids=True).pieces("ab")[-1] == "w:ab"
+    with pytest.raises(ConfigError, match="n_max"):
+        CharNgramTokenizer(n_min=4, n_max=3)
+    with pytest.raises(ConfigError, match="n_min"):
+        CharNgramTokenizer(n_min=0)
+
+
+def test_char_ngram_vocabulary_survives_a_checkpoint():
+    tok = CharNgramTokenizer(n_min=2, n_max=5, min_count=2).fit(["stem stems stemming", "stem"])
+    again = tokenizer_from_state(tok.state_dict())
+    assert isinstance(again, CharNgramTokenizer) and again.config() == tok.config()
+    assert again.token_ids("stemmed") == tok.token_ids("stemmed")
+    assert UNK in tok.token_ids("stemmed") and tok.token_ids("stem")[0] != UNK
 
 
 def test_normalisation_is_nfkc_lowercase():

@@ -168,7 +168,88 @@ class Tokenizer:
         }
 
 
-class TrigramTokenizer(Tokenizer):
+class CharNgramTokenizer(Tokenizer):
+    """Each word becomes its letter n-grams, ``n_min <= n <= n_max``, with ``#`` boundaries.
+
+    ``good`` with n from 3 to 4 -> ``#go goo ood od# #goo good ood#``. Longer n-grams carry
+    stems and affixes that trigrams split up, so a word never seen in training still shares
+    its larger pieces with the words it derives from (fastText's subword model). A word
+    shorter than ``n_min - 2`` letters is one token, ``#a#``.
+
+    Args:
+        n_min, n_max: the n-gram sizes kept (3 and 6 in fastText).
+        buckets: if set, hash each n-gram to ``2 + crc32(ngram) % buckets`` (stable across
+            runs and machines; no fit needed, ``min_count`` is ignored); ``None`` builds the
+            vocabulary from data with :meth:`fit`.
+        min_count: n-grams seen fewer times when fitting map to unknown (1).
+        word_ids: also give each word a token of its own (``w:good``) beside its n-grams, so
+            a frequent word gets its own embedding; ``min_count`` applies to it too.
+
+    References:
+        Bojanowski et al., "Enriching Word Vectors with Subword Information", TACL 2017.
+    """
+
+    def __init__(
+        self,
+        n_min: int = 3,
+        n_max: int = 5,
+        buckets: int | None = None,
+        min_count: int = 1,
+        word_ids: bool = False,
+    ):
+        super().__init__(min_count=min_count)
+        check(isinstance(n_min, int) and n_min >= 1, "n_min", n_min, "must be >= 1")
+        check(
+            isinstance(n_max, int) and n_max >= n_min, "n_max", n_max, f"must be >= n_min ({n_min})"
+        )
+        if buckets is not None:
+            check(
+                isinstance(buckets, int) and buckets > 0, "buckets", buckets, "must be > 0 or null"
+            )
+        check(isinstance(word_ids, bool), "word_ids", word_ids, "must be true or false")
+        self.n_min, self.n_max = n_min, n_max
+        self.buckets, self.word_ids = buckets, word_ids
+
+    def pieces(self, word: str) -> list[str]:
+        w = f"#{word}#"
+        if len(w) <= self.n_min:
+            grams = [w]
+        else:
+            grams = [
+                w[i : i + n]
+                for n in range(self.n_min, min(self.n_max, len(w)) + 1)
+                for i in range(len(w) - n + 1)
+            ]
+        # ':' never occurs in an n-gram of \w characters, so a word token cannot collide.
+        return [*grams, f"w:{word}"] if self.word_ids else grams
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.buckets is not None or self._ids is not None
+
+    def fit(self, texts: Iterable[str]) -> CharNgramTokenizer:
+        return self if self.buckets is not None else super().fit(texts)  # hashing: nothing to fit
+
+    @property
+    def vocab_size(self) -> int:
+        return self.buckets + 2 if self.buckets is not None else super().vocab_size
+
+    def token_ids(self, word: str) -> list[int]:
+        if self.buckets is None:
+            return super().token_ids(word)
+        return [2 + zlib.crc32(p.encode("utf-8")) % self.buckets for p in self.pieces(word)]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_min": self.n_min,
+            "n_max": self.n_max,
+            "buckets": self.buckets,
+            "min_count": self.min_count,
+            "word_ids": self.word_ids,
+        }
+
+
+class TrigramTokenizer(CharNgramTokenizer):
     """DSSM word hashing: each word becomes its letter trigrams with ``#`` boundaries.
 
     ``good`` -> ``#go goo ood od#``; a one-letter word ``a`` -> ``#a#``.
@@ -187,35 +268,7 @@ class TrigramTokenizer(Tokenizer):
     """
 
     def __init__(self, buckets: int | None = None, min_count: int = 1, word_ids: bool = False):
-        super().__init__(min_count=min_count)
-        if buckets is not None:
-            check(
-                isinstance(buckets, int) and buckets > 0, "buckets", buckets, "must be > 0 or null"
-            )
-        check(isinstance(word_ids, bool), "word_ids", word_ids, "must be true or false")
-        self.buckets, self.word_ids = buckets, word_ids
-
-    def pieces(self, word: str) -> list[str]:
-        w = f"#{word}#"
-        trigrams = [w[i : i + 3] for i in range(len(w) - 2)]
-        # ':' never occurs in a trigram of \w characters, so a word token cannot collide.
-        return [*trigrams, f"w:{word}"] if self.word_ids else trigrams
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.buckets is not None or self._ids is not None
-
-    def fit(self, texts: Iterable[str]) -> TrigramTokenizer:
-        return self if self.buckets is not None else super().fit(texts)  # hashing: nothing to fit
-
-    @property
-    def vocab_size(self) -> int:
-        return self.buckets + 2 if self.buckets is not None else super().vocab_size
-
-    def token_ids(self, word: str) -> list[int]:
-        if self.buckets is None:
-            return super().token_ids(word)
-        return [2 + zlib.crc32(p.encode("utf-8")) % self.buckets for p in self.pieces(word)]
+        super().__init__(3, 3, buckets=buckets, min_count=min_count, word_ids=word_ids)
 
     def config(self) -> dict[str, Any]:
         return {"buckets": self.buckets, "min_count": self.min_count, "word_ids": self.word_ids}
