@@ -455,3 +455,7 @@ def test_history_table_and_sorted_keys_agree(monkeypatch):
     )
     assert torch.equal(dense(query, docs), sparse(query, docs))
     assert dense(query, docs).any() and not dense(torch.tensor([55]), docs[:1]).any()
+    # columns shared by every row (mined negatives) take the per-row path of the sparse keys
+    shared = torch.cat([torch.randint(0, 30, (40,), generator=g), torch.tensor([3, 3, 7])])
+    assert torch.equal(dense(query, shared), sparse(query, shared))
+    assert dense(query, shared).any() and not sparse(torch.tensor([-1, 55]), shared).any()

@@ -206,14 +206,48 @@ class History(nn.Module):
         history of the row's ``query_id`` ``(B,)``."""
         if not self.n_docs:
             raise unbound("masking the query's training positives", "the (query, doc) pairs")
-        keys = query_id[:, None] * self.n_docs + doc_ids  # (B, C)
         if not len(self.keys):
-            return torch.zeros_like(keys, dtype=torch.bool)
+            return torch.zeros(
+                len(query_id), doc_ids.shape[-1], dtype=torch.bool, device=doc_ids.device
+            )
+        if doc_ids.dim() == 1 and not len(self.table):
+            return self._shared(query_id, doc_ids)
+        keys = query_id[:, None] * self.n_docs + doc_ids  # (B, C)
         if len(self.table):  # keys past the table (queries without training positives): False
             inside = (keys >= 0) & (keys < len(self.table))
             return self.table[keys.clamp(0, len(self.table) - 1)] & inside
         at = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)  # (B, C)
         return self.keys[at] == keys
+
+    def _shared(self, query_id: Tensor, doc_ids: Tensor) -> Tensor:
+        """:meth:`forward` for columns shared by every row: from each row's few positives.
+
+        A query's keys are one run of the sorted keys, so each row's positives are found by
+        two binary searches and each positive's columns by two more in the sorted columns:
+        ``B * P * log C`` work instead of ``B * C * log(keys)`` (2,048 rows x 16k mined
+        columns: 33M binary searches a step otherwise).
+        """
+        n = self.n_docs
+        lo = torch.searchsorted(self.keys, query_id * n)  # (B,) each row's run of keys
+        hi = torch.searchsorted(self.keys, (query_id + 1) * n)
+        rows, at = _expand(lo, hi)  # (P,) every (row, key) pair
+        positives = self.keys[at] - query_id[rows] * n  # (P,) the rows' positive documents
+        sorted_ids, order = doc_ids.sort()
+        first = torch.searchsorted(sorted_ids, positives)
+        last = torch.searchsorted(sorted_ids, positives, right=True)
+        pairs, column = _expand(first, last)  # (M,) every (positive, matching column) pair
+        mask = torch.zeros(len(query_id), len(doc_ids), dtype=torch.bool, device=doc_ids.device)
+        mask[rows[pairs], order[column]] = True  # (B, C)
+        return mask
+
+
+def _expand(start: Tensor, stop: Tensor) -> tuple[Tensor, Tensor]:
+    """``(owner, index)`` for every index of every range ``start[i]:stop[i]``, in order."""
+    counts = (stop - start).clamp(min=0)
+    owner = torch.repeat_interleave(torch.arange(len(start), device=start.device), counts)
+    skip = torch.cumsum(counts, 0) - counts  # pairs before each range
+    index = start[owner] + torch.arange(len(owner), device=start.device) - skip[owner]
+    return owner, index
 
 
 def score_pool(
