@@ -192,7 +192,7 @@ class CharNgramTokenizer(Tokenizer):
     def __init__(
         self,
         n_min: int = 3,
-        n_max: int = 5,
+        n_max: int = 4,
         buckets: int | None = None,
         min_count: int = 1,
         word_ids: bool = False,
