@@ -173,8 +173,8 @@ class CharNgramTokenizer(Tokenizer):
 
     ``good`` with n from 3 to 4 -> ``#go goo ood od# #goo good ood#``. Longer n-grams carry
     stems and affixes that trigrams split up, so a word never seen in training still shares
-    its larger pieces with the words it derives from (fastText's subword model). A word
-    shorter than ``n_min - 2`` letters is one token, ``#a#``.
+    its larger pieces with the words it derives from (fastText's subword model). A word of
+    at most ``n_min - 2`` letters is one token with its boundaries, ``#a#``.
 
     Args:
         n_min, n_max: the n-gram sizes kept (3 and 6 in fastText).
