@@ -459,3 +459,28 @@ def test_history_table_and_sorted_keys_agree(monkeypatch):
     shared = torch.cat([torch.randint(0, 30, (40,), generator=g), torch.tensor([3, 3, 7])])
     assert torch.equal(dense(query, shared), sparse(query, shared))
     assert dense(query, shared).any() and not sparse(torch.tensor([-1, 55]), shared).any()
+
+
+def test_history_shared_columns_agree_with_every_pair_tested():
+    """The shared-column path equals a test of every (row, column) key, on random histories
+    with unknown and negative query ids, repeated columns and queries without positives."""
+    from twotower.negatives import History
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(100):
+        n_queries, n_docs = (int(torch.randint(1, 40, (1,), generator=g)) for _ in range(2))
+        pairs = int(torch.randint(1, 100, (1,), generator=g))
+        users = torch.randint(0, n_queries, (pairs,), generator=g)
+        items = torch.randint(0, n_docs, (pairs,), generator=g)
+        history = History()
+        history.bind(Catalogue(IdStore(n_docs), users, items))
+        history.table = torch.empty(0, dtype=torch.bool)  # the sorted keys, as large catalogues
+        query = torch.randint(
+            -1, n_queries + 3, (int(torch.randint(1, 30, (1,), generator=g)),), generator=g
+        )
+        shared = torch.randint(
+            0, n_docs, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g
+        )
+        keys = query[:, None] * n_docs + shared  # (B, C)
+        expected = torch.isin(keys, history.keys) & (query[:, None] >= 0)
+        assert torch.equal(history(query, shared), expected)
