@@ -11,12 +11,21 @@ import torch
 
 from tests.hf_tiny import hf_overrides
 from tests.test_grad_cache import assert_same_gradients, gradients, module_and_batch
+from tests.test_hard_negatives import OneHot
+from twotower.data.base import Catalogue
 from twotower.errors import ConfigError
 from twotower.grad_cache import GradCache
 from twotower.losses.embedding_distill import EmbeddingDistillation
 from twotower.losses.kl_distill import KLDistillation
 from twotower.losses.margin_mse import MarginMSE
-from twotower.negatives import Candidates
+from twotower.negatives import (
+    CrossBatchMemory,
+    InBatchNegatives,
+    PresampledNegatives,
+    SampledNegatives,
+    UniformNegatives,
+)
+from twotower.similarity import Similarity
 from twotower.teacher import TeacherVectors, read_cache, teacher_vectors
 from twotower.train import train
 
@@ -65,6 +74,28 @@ def test_embedding_loss_matches_a_hand_computed_value(kind, expected):
     batch = {"query_id": torch.tensor([4]), "doc_id": torch.tensor([0])}
     # mse: query ((1 - 2)^2 + 0) / 2 = 0.5, document (1 + 0) / 2 = 0.5; cosine: 0 and 1 - 1/sqrt 2.
     assert loss(None, batch, q, d).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [KLDistillation(teacher_temperature=1.0), MarginMSE(teacher_scale=1.0)],
+    ids=["kl", "margin_mse"],
+)
+def test_a_student_equal_to_its_teacher_distils_to_zero_under_logq(loss):
+    # logQ subtracts log p (3/6, 1/6, 1/6) from the student's scores; the teacher's have no
+    # such shift, so only the scores before it can match the teacher's.
+    g = torch.Generator().manual_seed(0)
+    queries, docs = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    teacher = TeacherVectors(torch.tensor([0, 1, 2]), queries, docs)
+    negatives = InBatchNegatives(logq="counted")
+    pairs = torch.tensor([0, 0, 0, 1, 2, 2]), torch.tensor([0, 0, 0, 1, 2, 2])
+    negatives.bind(Catalogue(range(3), *pairs))
+    batch = {"query_id": torch.tensor([0, 1, 2]), "doc_id": torch.tensor([0, 1, 2])}
+    cands = negatives(queries, docs, batch, Similarity(kind="dot", scale=1.0), None)
+    assert not torch.allclose(cands.scores, queries @ docs.T)  # the correction is on
+    loss.teacher = teacher
+    got = loss(cands, batch, queries, docs)
+    torch.testing.assert_close(got, torch.tensor(0.0), atol=1e-6, rtol=0)
 
 
 def test_loss_options_are_checked():
@@ -298,9 +329,64 @@ def test_feature_data_have_no_texts_for_a_teacher(make_cfg, tmp_path, teacher_ck
         train(cfg)
 
 
-def test_candidates_carry_their_document_ids():
-    c = Candidates(torch.zeros(1, 2), torch.zeros(1, 2), ALL[:, :2])
-    assert c.doc_ids is None  # strategies that know them pass them
+EMBEDDING = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))  # document vectors
+DOT = Similarity(kind="dot", scale=1.0)
+TRAINING = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3])  # (query, document) positives
+
+
+def embed(ids):
+    return EMBEDDING[ids.long()]
+
+
+def xbm_with_a_queue():
+    xbm = CrossBatchMemory(memory_size=3).train()
+    ids = torch.tensor([4, 5, 6])
+    xbm(embed(ids), embed(ids), {"doc_id": ids, "query_id": ids + 3}, DOT, embed)  # queue: 4-6
+    return xbm
+
+
+def hard_negatives():
+    negatives = InBatchNegatives(hard_negatives=2, hard_sample="top").train()
+    negatives.bind(Catalogue(OneHot(), *TRAINING))
+    negatives.hard.set_table(torch.tensor([[7, 8], [9, -1], [10, 11]]))
+    return negatives
+
+
+STRATEGIES = {
+    "in_batch": InBatchNegatives,
+    "mixed": lambda: InBatchNegatives(num_uniform=5),
+    "hard": hard_negatives,
+    "xbm": xbm_with_a_queue,
+    "sampled": lambda: SampledNegatives(num_negatives=2),
+    "uniform": lambda: UniformNegatives(num_negatives=3),
+    "presampled": PresampledNegatives,
+    "presampled_shared": lambda: PresampledNegatives(share_across_batch=True),
+    "labelled": PresampledNegatives,
+}
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_candidates_carry_their_document_ids(name):
+    """Each strategy's ``doc_ids`` are the indices of the documents it scored, column by
+    column: every valid candidate's score is its query against that document's vector."""
+    torch.manual_seed(0)
+    negatives = STRATEGIES[name]()
+    if negatives.catalogue is None:
+        negatives.bind(Catalogue(OneHot(), *TRAINING))
+    doc_id = torch.tensor([1, 5, 6] if name == "labelled" else [1, 2, 3])
+    batch = {"query_id": torch.tensor([0, 1, 2]), "doc_id": doc_id}
+    if name.startswith("presampled"):
+        batch["neg"] = batch["neg_id"] = torch.tensor([[4, 5], [6, 7], [8, 9]])
+    if name == "labelled":  # one candidate a row: query 0's positive, two negative rows
+        batch["label"] = torch.tensor([1.0, 0.0, 0.0])
+    q = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    c = negatives.train()(q, embed(doc_id), batch, DOT, embed)
+    ids = c.doc_ids.expand_as(c.scores)  # (B, C), shared columns or per row
+    assert c.mask.sum() > (c.labels > 0).sum()  # negatives to check, not only positives
+    expected = (q[:, None, :] * embed(ids.clamp(min=0))).sum(-1)  # (B, C)
+    torch.testing.assert_close(c.scores[c.mask], expected[c.mask])
+    rows, cols = (c.labels > 0).nonzero(as_tuple=True)
+    assert torch.equal(ids[rows, cols], doc_id[rows])  # a positive is the row's own document
 
 
 def test_ddp_distils_the_global_batch_as_one_process_does(make_cfg, tmp_path, teacher_ckpt):

@@ -1,6 +1,7 @@
 """evaluate, export and search: the same rankings through every interface."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -151,6 +152,29 @@ def test_export_with_doc_embeddings_on_disk_matches_memory(trained, tmp_path):
     query = "a query of test words"
     hits = [TwoTowerRetriever.load(tmp_path / x).search([query], k=5)[0] for x in "dm"]
     assert [h.score for h in hits[0]] == pytest.approx([h.score for h in hits[1]], abs=1e-5)
+
+
+@pytest.fixture
+def umask_027():
+    """The process umask set to 0o027 for one test: a new directory is then 0o750."""
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_export_directory_gets_the_mode_of_a_new_directory(trained, tmp_path, umask_027):
+    out = tmp_path / "export"
+    export(compose_cfg("export", f"ckpt={trained['ckpt']}", f"out={out}", "index=exact"))
+    (tmp_path / "made").mkdir()  # what os.makedirs gives under this umask
+    assert out.stat().st_mode & 0o777 == (tmp_path / "made").stat().st_mode & 0o777 == 0o750
+
+
+def test_teacher_cache_directory_gets_the_mode_of_a_new_directory(tmp_path, umask_027):
+    from twotower.teacher import TeacherVectors, write_cache
+
+    vectors = TeacherVectors(torch.arange(2), torch.zeros(2, 3), torch.zeros(4, 3))
+    write_cache(tmp_path / "entry", "key", vectors, {})
+    assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o750
 
 
 def test_export_refuses_a_non_empty_directory(trained, tmp_path):

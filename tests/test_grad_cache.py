@@ -11,6 +11,7 @@ from tests.test_recommendation import rec_cfg
 from twotower.build import build_for_data, instantiate
 from twotower.errors import ConfigError
 from twotower.grad_cache import GradCache, take
+from twotower.module import TwoTowerModule
 from twotower.train import train
 
 ROWS = 16
@@ -148,11 +149,21 @@ def test_training_with_grad_cache_matches_training_without(make_cfg, schedule):
         assert abs(got - want) < 1e-4, (key, got, want)
 
 
-def test_gradient_clipping_is_applied_by_the_module(make_cfg):
+def test_gradient_clipping_is_applied_by_the_module(make_cfg, monkeypatch):
+    # Lightning does not clip under manual optimization: the module's own call is the only one.
+    norms = []
+
+    def record(module, optimizer):  # Lightning calls it just before optimizer.step
+        grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    monkeypatch.setattr(TwoTowerModule, "on_before_optimizer_step", record)
     result = train(
         make_cfg("model.grad_cache.chunk_size=4", "trainer.gradient_clip_val=0.01", "~logger")
     )
-    assert result["global_step"] == 3
+    assert result["global_step"] == len(norms) == 3
+    # clip_grad_norm_ rescales a larger norm to 0.01; unclipped, these norms are over 1.
+    torch.testing.assert_close(torch.tensor(norms), torch.full((3,), 0.01), rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import warnings
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.multiprocessing as mp
 from tests.test_negatives import DOT, identity_batch
 from twotower.data.base import Catalogue
 from twotower.errors import ConfigError
+from twotower.mining import HardNegativeMiner
 from twotower.negatives import InBatchNegatives
 from twotower.retrieval.mining import MiningWindow, mine_dense, positive_scores, select
 from twotower.train import train
@@ -126,6 +128,27 @@ def test_pads_and_unmined_queries_bring_no_candidates():
     assert c.mask[:, 3:].sum(0).tolist() == [3, 0, 0, 0, 0, 0]  # only doc 7 is valid
 
 
+def test_a_pad_does_not_make_a_mined_document_0_a_repeat():
+    # Mined columns 5, pad, 0, 6 (rows 0 and 1 of the table): document 0 follows a pad, which
+    # must not count as an earlier document 0. Positives 3 and 4: 0 is nobody's.
+    neg = hard([(0, 3), (1, 4)], [[5, -1], [0, 6]])
+    q, d, batch = identity_batch([3, 4], [0, 1])
+    c = neg(q, d, batch, DOT, encode)
+    assert c.mask[:, 2:].tolist() == [[True, False, True, True]] * 2
+    assert c.doc_ids[2:].tolist() == [5, -1, 0, 6]  # the pad's id is -1, as Candidates says
+
+
+def test_validation_and_test_batches_have_no_mined_columns():
+    neg = hard([(0, 0), (1, 1)], [[5, 6, 7], [8, 9, 10]], sample="random")
+    q, d, batch = identity_batch([0, 1], [0, 1])
+    neg.eval()
+    rng = torch.get_rng_state()
+    c = neg(q, d, batch, DOT, encode)
+    assert c.scores.shape == (2, 2)  # the in-batch candidates only
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global RNG
+    assert neg.train()(q, d, batch, DOT, encode).scores.shape == (2, 2 + 4)
+
+
 def test_random_sampling_draws_distinct_documents_of_the_window():
     neg = hard([(0, 0)], [[3, 4, 5, 6, -1, -1]], k=3, sample="random")
     q, d, batch = identity_batch([0], [0])
@@ -150,8 +173,7 @@ def test_gradients_reach_the_document_tower_through_mined_negatives():
 # -- in a run ----------------------------------------------------------------------------------
 def test_a_run_mines_then_refreshes(make_cfg):
     cfg = make_cfg(
-        "negatives.hard_negatives=2",
-        "negatives.mining.start_epoch=1",
+        "negatives.hard_negatives=2",  # the default start_epoch: after an epoch of training
         "negatives.mining.refresh_every=1",
         "negatives.mining.rank_min=2",
         "negatives.mining.rank_max=10",
@@ -163,6 +185,16 @@ def test_a_run_mines_then_refreshes(make_cfg):
     mining = result["mining"]
     assert [m["epoch"] for m in mining] == [1, 2]
     assert all(m["kept"] > 0 and m["seconds"] > 0 for m in mining)
+
+
+def test_the_model_mines_after_an_epoch_by_default_and_warns_if_told_to_mine_at_0(make_cfg):
+    settings = dict(make_cfg("negatives.hard_negatives=2").negatives.mining)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults warn about nothing
+        assert HardNegativeMiner(settings).start == 1
+        assert HardNegativeMiner({**settings, "source": "bm25"}).start == 0  # ready at once
+    with pytest.warns(UserWarning, match="untrained model.*all run"):
+        HardNegativeMiner({**settings, "start_epoch": 0})
 
 
 def test_an_unknown_mining_key_is_one_config_error(make_cfg):

@@ -5,7 +5,10 @@ import torch
 from torchmetrics.retrieval import RetrievalMRR, RetrievalRecall
 
 from twotower.batch_metrics import Accuracy, RankingMetrics, per_query
-from twotower.negatives import Candidates
+from twotower.data.base import Catalogue
+from twotower.negatives import Candidates, InBatchNegatives, PresampledNegatives
+from twotower.negatives.base import score_in_batch
+from twotower.similarity import Similarity
 
 
 def test_hand_computed():
@@ -49,6 +52,31 @@ def test_accuracy_counts_only_rankable_queries():
     acc = Accuracy()
     acc.update(Candidates(scores, labels, mask))
     assert acc.compute().item() == 0.5
+
+
+def test_accuracy_equals_batch_recall_at_1_only_over_the_batch_documents():
+    """``accuracy`` ranks the negatives strategy's candidates, ``batch/recall@1`` the batch's
+    documents (docs/training.md): the same for in-batch negatives, not for presampled ones."""
+    vectors = torch.tensor([[0.5, 0.0], [0.0, 1.0], [0.9, 0.0], [0.0, -1.0]])  # documents 0..3
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    batch = {"doc_id": torch.tensor([0, 1]), "query_id": torch.tensor([0, 1])}
+    # Query 0's presampled negative (document 2) outscores its positive; row 1's does not.
+    batch["neg_id"] = batch["neg"] = torch.tensor([[2], [3]])
+    d = vectors[batch["doc_id"]]
+    dot = Similarity(kind="dot", scale=1.0)
+    presampled = PresampledNegatives()
+    presampled.bind(Catalogue(range(4), batch["query_id"], batch["doc_id"]))
+
+    def measured(cands: Candidates) -> float:
+        metric = Accuracy()
+        metric.update(cands)
+        return metric.compute().item()
+
+    recall = RankingMetrics([1])
+    recall.update(score_in_batch(q, d, batch, dot, global_batch=False))
+    assert recall.means["recall@1"].compute().item() == 1.0
+    assert measured(InBatchNegatives()(q, d, batch, dot, None)) == 1.0
+    assert measured(presampled(q, d, batch, dot, lambda ids: vectors[ids])) == 0.5
 
 
 def test_depends_only_on_the_ranking():

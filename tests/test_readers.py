@@ -431,6 +431,193 @@ def test_pair_skip_drops_counts_and_warns(tmp_path, caplog):
     assert "skipped 3 bad rows" in caplog.text and "p.tsv:3: field 'label'" in caplog.text
 
 
+# Other column names (sentence-transformers' among them), the mapping that reads them, and
+# the format and negatives read.
+TWO_NEGATIVES = [["n1", "n2"], ["n3", "n4"]]
+MAPPED = {
+    "pairs": (
+        ["question", "answer"],
+        [["q1", "d1"], ["q2", "d2"]],
+        {"query": "question", "doc": "answer"},
+        "pairs",
+        None,
+    ),
+    "triplets": (
+        ["anchor", "positive", "negative"],
+        [["q1", "d1", "n1"], ["q2", "d2", "n3"]],
+        {"query": "anchor", "doc": "positive", "neg": ["negative"]},
+        "presampled",
+        [["n1"], ["n3"]],
+    ),
+    "one-negative-column-by-name": (
+        ["anchor", "positive", "negative"],
+        [["q1", "d1", "n1"], ["q2", "d2", "n3"]],
+        {"query": "anchor", "doc": "positive", "neg": "negative"},
+        "presampled",
+        [["n1"], ["n3"]],
+    ),
+    "two-negative-columns": (
+        ["anchor", "positive", "negative_1", "negative_2"],
+        [["q1", "d1", "n1", "n2"], ["q2", "d2", "n3", "n4"]],
+        {"query": "anchor", "doc": "positive", "neg": ["negative_1", "negative_2"]},
+        "presampled",
+        TWO_NEGATIVES,
+    ),
+    "list-column": (
+        ["query", "pos", "hard"],
+        [["q1", "d1", ["n1", "n2"]], ["q2", "d2", ["n3", "n4"]]],
+        {"doc": "pos", "negatives": "hard"},  # query keeps its own name
+        "presampled",
+        TWO_NEGATIVES,
+    ),
+    "labels": (
+        ["clicked", "q", "d"],
+        [[1, "q1", "d1"], [0, "q2", "d2"]],
+        {"query": "q", "doc": "d", "label": "clicked"},
+        "labelled",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("ext", EXTENSIONS)
+@pytest.mark.parametrize("form", MAPPED)
+def test_pair_columns_map_other_names(tmp_path, ext, form):
+    columns, rows, mapping, fmt, negatives = MAPPED[form]
+    data = load_pairs(write_table(tmp_path / f"rows{ext}", columns, rows), columns=mapping)
+    assert data.format == fmt
+    assert (data.queries, data.docs) == (["q1", "q2"], ["d1", "d2"])
+    assert data.labels == ([1.0, 0.0] if fmt == "labelled" else None)
+    assert data.negatives == negatives
+
+
+def test_pair_columns_only_rename(tmp_path, caplog):
+    # A file without the mapped negative columns is pairs (a validation file of a triplet run);
+    # the file's own "query" column, not mapped, is another column and ignored.
+    mapping = {"query": "anchor", "doc": "positive", "neg": ["negative"]}
+    path = write_table(tmp_path / "val.tsv", ["query", "anchor", "positive"], [["x", "q", "d"]])
+    with caplog.at_level(logging.INFO, logger="twotower.data"):
+        data = load_pairs(path, columns=mapping)
+    assert (data.format, data.queries, data.docs) == ("pairs", ["q"], ["d"])
+    assert "ignoring unknown columns query" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "problem"),
+    [
+        (
+            "anchor\tpositive\tnegative_1\nq\td\tn\n",
+            1,
+            "negative_2",
+            "missing column: data.columns.neg",
+        ),
+        ("anchor\tpositive\nq\t \n", 2, "positive", "empty text"),
+        (
+            "anchor\tpositive\nq\n",
+            2,
+            "positive",
+            "wrong column count: expected 2 (anchor, positive)",
+        ),
+        (
+            "anchor\tanswer\nq\td\n",
+            1,
+            "positive",
+            "missing column: the header has anchor, answer; "
+            "the query and document columns are anchor and positive (data.columns)",
+        ),
+    ],
+)
+def test_pair_columns_errors_name_the_files_columns(tmp_path, text, line, field, problem):
+    (tmp_path / "p.tsv").write_text(text, encoding="utf-8")
+    mapping = {"query": "anchor", "doc": "positive", "neg": ["negative_1", "negative_2"]}
+    with pytest.raises(DataError, match=where("p.tsv", line, field) + " " + re.escape(problem)):
+        load_pairs(tmp_path / "p.tsv", columns=mapping)
+
+
+@pytest.mark.parametrize(
+    ("columns", "key", "problem"),
+    [
+        ({"question": "q"}, "columns", "unknown key 'question': the keys are query, doc, label"),
+        ({"query": ""}, "columns.query", "must be a column name"),
+        ({"query": ["a", "b"]}, "columns.query", "must be a column name"),
+        ({"neg": []}, "columns.neg", "must be a column name or a list of them"),
+        ({"neg": ["a"], "negatives": "b"}, "columns", "give neg (columns of one negative each)"),
+        ({"query": "text", "doc": "text"}, "columns", "names the column 'text' twice"),
+        ("question", "columns", "must map names to columns"),
+    ],
+)
+def test_pair_columns_mapping_is_checked(tmp_path, columns, key, problem):
+    path = write_table(tmp_path / "p.tsv", ["query", "doc"], [["q", "d"]])
+    with pytest.raises(ConfigError, match=re.escape(f"{key}=") + ".*" + re.escape(problem)):
+        load_pairs(path, columns=columns)
+
+
+@pytest.mark.parametrize("ext", EXTENSIONS)
+@pytest.mark.parametrize("names", [["question", "answer"], ["anchor", "positive", "negative"]])
+def test_pair_header_of_other_names_names_the_accepted_ones_and_data_columns(tmp_path, ext, names):
+    path = write_table(tmp_path / f"p{ext}", names, [[f"text {i}" for i in range(len(names))]])
+    with pytest.raises(DataError) as err:
+        load_pairs(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:1: ") and len(message.splitlines()) == 1
+    assert "query, doc and optionally label, neg_1..neg_K or negatives" in message
+    assert "data.columns={query: question, doc: answer}" in message
+    assert "data.on_error=skip" not in message  # skipping cannot help a file of other names
+
+
+def test_data_columns_from_the_command_line_reach_the_datamodule(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from twotower.build import instantiate
+    from twotower.config_check import CONF_DIR
+    from twotower.data.components.tokenizers import TrigramTokenizer
+
+    rows = [["a question", "its answer"], ["another question", "another answer"]]
+    path = write_table(tmp_path / "qa.tsv", ["question", "answer"], rows)
+    base = ["data=pairs", f"data.train={path}", f"data.val={path}", "data.cache_dir=null"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", [*base, "data.columns={query: question, doc: answer}"])
+        bad = compose("train", [*base, "data.columns={query: question, document: answer}"])
+    dm = instantiate(cfg.data, "data", tokenizer=TrigramTokenizer())
+    dm.setup("fit")
+    assert dm.train_format == "pairs" and sorted(dm.doc_texts) == ["another answer", "its answer"]
+    with pytest.raises(ConfigError, match=r"data.columns=.*unknown key 'document'"):
+        instantiate(bad.data, "data", tokenizer=TrigramTokenizer())
+
+
+# --- data.on_error=skip, named where it can help ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("p.tsv", "label\tquery\tdoc\n1\tq1\td1\n2\tq2\td2\n"),  # a bad label
+        ("p.jsonl", '{"query": "q1", "doc": "d1"}\n{"query": "q2", "doc": " "}\n'),  # empty doc
+        ("p.csv", "query,doc\nq1,d1\nq2,d2,extra\n"),  # wrong column count
+    ],
+)
+def test_a_bad_row_says_that_skip_drops_it(tmp_path, name, text):
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_pairs(tmp_path / name)
+    assert str(err.value).endswith(" (data.on_error=skip drops bad rows)")
+    assert len(load_pairs(tmp_path / name, on_error="skip").queries) == 1
+
+
+def test_beir_bad_row_says_that_skip_drops_it_and_a_bad_file_does_not(tmp_path):
+    root = make_beir(tmp_path / "a", [*CORPUS, '{"_id": "d9", "text": ""}'])
+    with pytest.raises(DataError) as err:
+        load_beir(root)
+    assert str(err.value) == (
+        f"{root / 'corpus.jsonl'}:5: field 'text': empty document: title and text are blank "
+        "(data.on_error=skip drops bad rows)"
+    )
+    root = make_beir(tmp_path / "b", qrels={"test": "q1\td1\t1\n"})  # no header line
+    with pytest.raises(DataError, match="no header line") as err:
+        load_beir(root)
+    assert "on_error" not in str(err.value)
+
+
 # --- low-level readers --------------------------------------------------------------------
 
 

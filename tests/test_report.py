@@ -88,6 +88,15 @@ def test_table_means_std_and_bold(sweep):
     assert table[3] == "| b | **0.6000 ± 0.1732** | 2.0000 ± 0.0000 | 3 |"
 
 
+def test_one_run_is_shown_without_a_spread(sweep, tmp_path):
+    for run in ("1", "2"):  # loss=a keeps seed 0 alone: no std to show
+        (sweep / run / "metrics.json").unlink()
+    md = main([str(sweep), "--out", str(tmp_path), "--allow-missing"]).read_text()
+    assert "| a | 0.1000 | **1.0000** | 1 |" in md
+    assert "| b | **0.6000 ± 0.1732** | 2.0000 ± 0.0000 | 3 |" in md  # two or more: mean ± std
+    assert "Mean ± sample std over seeds (one run: its value alone);" in md
+
+
 def test_curve_uses_the_longest_event_file(sweep):
     write_tb(sweep / "0", [0.9])  # a validate() call's own short file
     assert read_curve(sweep / "0", "val/ndcg@10") == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})

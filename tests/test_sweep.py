@@ -106,6 +106,14 @@ def test_every_value_a_sweep_draws_builds(name, tmp_path):
         build_for_data(cfg, datamodule)  # a ConfigError names the key and the value
 
 
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweeps_leave_test_alone_unless_asked(name):
+    # Model selection must not peek at the test split: trials score validation only.
+    assert compose_train().run_test is True  # a plain run is tested
+    assert compose_train(f"+sweep={name}", hydra_node=False).run_test is False
+    assert compose_train(f"+sweep={name}", "run_test=true", hydra_node=False).run_test is True
+
+
 def test_negatives_sweeps_fix_sampled_negatives():
     # num_negatives exists only for sampled / uniform negatives
     for name in ("negatives", "tune"):

@@ -178,3 +178,21 @@ def test_scheduler_interval_step_steps_every_batch(make_cfg, tmp_path, extra):
     lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
     expected = [0.01 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
     assert lrs == pytest.approx(expected, rel=1e-6)
+
+
+def test_fit_statistics_count_the_whole_fit_when_the_best_epoch_is_not_the_last(make_cfg):
+    # The highest val/loss as "best" keeps an early epoch, not the last of 3. The final
+    # validate/test restore that checkpoint's callback states; the counts written must still
+    # be the whole fit's (they once were the best epoch's).
+    overrides = [
+        "callbacks.model_checkpoint.monitor=val/loss",
+        "callbacks.model_checkpoint.mode=max",
+    ]
+    cfg = make_cfg("trainer.max_epochs=3", *overrides, "~logger")
+    result = train(cfg)
+    assert "epoch02" not in result["best_checkpoint"]
+    assert result["epochs"] == 3 and result["global_step"] == 9
+    assert result["train_samples"] == 3 * 3 * 16
+    assert result["train_samples_per_s"] == pytest.approx(
+        result["train_samples"] / result["train_time_s"]
+    )

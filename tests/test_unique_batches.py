@@ -6,7 +6,7 @@ import torch
 from tests.recdata import write_atomic
 from tests.test_recommendation import rec_cfg
 from twotower.build import instantiate
-from twotower.data.components.unique import DuplicateFreeSampler, duplicate_free_batches
+from twotower.data.components.unique import DuplicateFreeSampler, duplicate_free_batches, padded
 from twotower.errors import ConfigError
 from twotower.train import train
 
@@ -48,16 +48,37 @@ def test_without_the_option_batches_do_repeat_documents(make_cfg):
     assert repeats > 0
 
 
-def test_ddp_shares_make_a_duplicate_free_global_batch(make_cfg):
-    dm = datamodule(make_cfg("data.queries_per_doc=4"))
-    rows = dm.datasets["train"]
-    shares = [DuplicateFreeSampler(rows, "doc", 8, num_replicas=2, rank=r, seed=1) for r in (0, 1)]
-    assert len(shares[0]) == len(shares[1])
-    for first, second in zip(*shares, strict=True):
-        assert len(first) == len(second)  # every process steps with as many rows
-        docs = rows.doc_id[torch.tensor(first + second)].tolist()
-        assert len(set(docs)) == len(docs) or len(first) < 8  # a short last one may pad
+@pytest.mark.parametrize(
+    "replicas, sizes",
+    [
+        (2, ("data.num_docs=121", "data.queries_per_doc=3")),
+        (3, ("data.num_docs=125", "data.queries_per_doc=4")),
+    ],
+    ids=["2 processes, 291 rows", "3 processes, 400 rows"],
+)
+def test_ddp_shares_make_a_duplicate_free_global_batch(make_cfg, replicas, sizes):
+    # The last global batch (291 % 16 = 3 rows, 400 % 24 = 16 rows) does not split evenly.
+    rows = datamodule(make_cfg(*sizes)).datasets["train"]
+    shares = [
+        DuplicateFreeSampler(rows, "doc", 8, num_replicas=replicas, rank=r, seed=1)
+        for r in range(replicas)
+    ]
+    assert len({len(share) for share in shares}) == 1  # every process steps as often
+    stepped = 0
+    for parts in zip(*shares, strict=True):
+        assert len({len(part) for part in parts}) == 1  # every process steps with as many rows
+        docs = rows.doc_id[torch.tensor([i for part in parts for i in part])].tolist()
+        assert len(set(docs)) == len(docs)  # the gathered global batch
+        stepped += len(docs)
+    assert stepped > len(rows)  # a global batch was padded: the uneven case is tested
     assert {i for share in shares for b in share for i in b} == set(range(len(rows)))
+
+
+def test_an_uneven_global_batch_is_padded_with_rows_whose_keys_it_lacks():
+    keys = [[1, 1, 1, 2]]  # row 3 is the only row of another key than 1
+    assert padded([1], keys, [0, 1, 2, 3], 2) == [1, 3]
+    assert padded([1, 3], keys, [0, 1, 2, 3], 2) == [1, 3]  # even already
+    assert padded([0], [[1, 1, 1]], [0, 1, 2], 2) == []  # nothing to pad with: cut
 
 
 def test_a_new_order_each_epoch_from_the_seed(make_cfg):

@@ -41,7 +41,7 @@ def test_the_queue_masks_same_document_and_relevant_entries():
 
 
 def test_the_queue_masks_the_querys_training_positives_with_mask_history():
-    xbm = bound(CrossBatchMemory(memory_size=8, mask_history=True), [(0, 1), (0, 4)]).train()
+    xbm = bound(CrossBatchMemory(memory_size=2, mask_history=True), [(0, 1), (0, 4)]).train()
     xbm(*identity_batch([4], [2]), DOT, None)  # document 4 enters the queue as query 2's
     c = xbm(*identity_batch([1, 3], [0, 1]), DOT, None)
     assert c.mask[:, 2].tolist() == [False, True]  # document 4 is a training positive of query 0
@@ -65,7 +65,7 @@ def test_start_step_delays_the_first_entry():
 def test_logq_counts_the_queue_among_the_draws_with_p():
     # Counted p over 4 documents: 0 is half the positives. Batch G = 1, queue M = 1, K = 2
     # uniform draws from N = 4: each candidate j gets log((G + M) p_j + K / N).
-    xbm = CrossBatchMemory(memory_size=4, num_uniform=2, logq="counted")
+    xbm = CrossBatchMemory(memory_size=3, num_uniform=2, logq="counted")
     xbm.bind(Catalogue(OneHot(), torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 2])))
     xbm.train()
     zeros = lambda docs: torch.zeros(len(docs), 16)  # noqa: E731 (drawn documents score 0)
@@ -95,13 +95,25 @@ def test_queue_survives_a_state_dict_round_trip_and_a_shorter_memory():
     assert shorter.queue_ids.tolist() == [1, 2]
 
 
-def test_a_resumed_run_goes_on_with_the_queue(make_cfg, tmp_path):
+QUEUE = ("queue", "queue_ids", "queue_owners", "steps")  # steps: where start_step stands
+
+
+def test_a_resumed_run_goes_on_with_the_queue(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("negatives=xbm", "negatives.memory_size=20", "~logger")
     first = train(cfg)
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    saved = ckpt["state_dict"]["negatives.queue_ids"]
-    assert len(saved) == 20 and first["global_step"] == 3
     last = tmp_path / "checkpoints" / "last.ckpt"  # outside a Hydra run: its training state
+    state = torch.load(last, weights_only=True)["state_dict"]
+    saved = {name: state[f"negatives.{name}"] for name in QUEUE}
+    assert len(saved["queue_ids"]) == 20 and first["global_step"] == 3
+    restored = {}
+    memory = CrossBatchMemory.memory
+
+    def first_training_memory(self):  # the queue the resumed run's first step scores
+        if self.training and not restored:
+            restored.update({name: getattr(self, name).clone() for name in QUEUE})
+        return memory(self)
+
+    monkeypatch.setattr(CrossBatchMemory, "memory", first_training_memory)
     resumed = train(
         make_cfg(
             "negatives=xbm",
@@ -112,6 +124,20 @@ def test_a_resumed_run_goes_on_with_the_queue(make_cfg, tmp_path):
         )
     )
     assert resumed["global_step"] == 6
+    assert restored.keys() == saved.keys()
+    for name in QUEUE:
+        torch.testing.assert_close(restored[name], saved[name], msg=name)
+
+
+def test_a_memory_longer_than_the_training_documents_is_a_config_error(make_cfg):
+    pairs = [(0, 1), (1, 2), (2, 3), (3, 3)]  # 3 training documents
+    bound(CrossBatchMemory(memory_size=3), pairs)  # as many: fine
+    with pytest.raises(ConfigError, match="memory_size=4: exceeds the 3 training documents") as e:
+        bound(CrossBatchMemory(memory_size=4), pairs)
+    assert e.value.key == "memory_size"  # relative to the strategy, as its other checks
+    # The defaults on the tiny data: 16,384 vectors for 96 documents fail before training.
+    with pytest.raises(ConfigError, match="memory_size=16384: exceeds the 96 training"):
+        train(make_cfg("negatives=xbm", "~logger"))
 
 
 @pytest.mark.parametrize("bad", [{"memory_size": 0}, {"memory_size": 2.5}, {"start_step": -1}])

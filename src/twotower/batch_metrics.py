@@ -46,7 +46,12 @@ def top1_accuracy(cands: Candidates) -> torch.Tensor:
 
 
 class Accuracy(MeanMetric):
-    """Share of rankable queries whose top candidate is relevant."""
+    """Share of rankable queries whose top candidate is relevant.
+
+    The candidates are the negatives strategy's: this equals the in-batch ``recall@1`` of
+    :class:`RankingMetrics` over the batch's documents only when the strategy's candidates are
+    those documents (in-batch negatives on one device; docs/training.md).
+    """
 
     def update(self, cands: Candidates) -> None:  # type: ignore[override]
         weight = rankable(cands)

@@ -9,6 +9,7 @@ data (``Negatives.check``, ``Loss.check``, ``input_kind``), each error one line 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import hydra
@@ -22,20 +23,29 @@ from twotower.retrieval.ranking import DEFAULT_METRICS
 
 
 def instantiate(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
-    """Instantiate ``cfg`` (found at ``key``); a :class:`ConfigError` is re-raised with the key."""
+    """Instantiate ``cfg`` (found at ``key``); a :class:`ConfigError` is re-raised with the key
+    the user wrote the value at (``tower.model`` for ``tokenizer.model: ${tower.model}``)."""
     try:
         return hydra.utils.instantiate(cfg, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ConfigError):
-            raise cause.under(key) from None
+            raise written_at(cfg, cause.under(key), key) from None
         if isinstance(cause, DataError):
             raise cause from None
         raise ConfigError(
             key, OmegaConf.select(cfg, "_target_"), f"cannot be built: {cause or e}"
         ) from e
     except ConfigError as e:
-        raise e.under(key) from None
+        raise written_at(cfg, e.under(key), key) from None
+
+
+def written_at(cfg: DictConfig, error: ConfigError, key: str) -> ConfigError:
+    """``error`` renamed to the key its value interpolates, if it is one (``${tower.model}``)."""
+    leaf = error.key[len(key) + 1 :]
+    node = cfg._get_node(leaf) if leaf and "." not in leaf and leaf in cfg else None
+    source = re.fullmatch(r"\$\{([\w.@]+)\}", str(node._value())) if node is not None else None
+    return ConfigError(source[1], error.value, error.expected) if source else error
 
 
 def doc_tower_config(cfg: DictConfig) -> DictConfig:
@@ -54,6 +64,25 @@ def check_tower_input(tower_cfg: DictConfig, key: str, kind: str) -> None:
         options = "tower=features or tower=id" if kind == "features" else "tower=mlp, lstm or cnn"
         expected = f"encodes {tower_kind}, but the data give {kind}: use {options}"
         raise ConfigError(f"{key}._target_", target, expected)
+
+
+def check_parts(cfg: DictConfig) -> None:
+    """Build the parts that need no data (similarity, negatives, loss, distillation and
+    trainable text towers, over a 2-id vocabulary) and drop them: a bad value fails before
+    the data are read. What depends on the data is checked again by :func:`build_for_data`."""
+    for key in ("similarity", "negatives", "loss", "distill"):
+        if cfg.get(key) is not None:
+            instantiate(cfg[key], key)
+    for key in ("tower", "doc_tower"):
+        node = cfg.get(key)
+        target = OmegaConf.select(node, "_target_") if node is not None else None
+        try:
+            tower = hydra.utils.get_class(target) if target else None
+        except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate()
+            continue
+        # A pretrained tower would load its model here: it is built once, with the data.
+        if getattr(tower, "input_kind", None) == "text" and not hasattr(tower, "tokenizer_class"):
+            instantiate(node, key, vocab_size=2)
 
 
 def inputs_state(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -209,5 +238,6 @@ def build_for_data(cfg: DictConfig, datamodule) -> TwoTowerModule:
     module = build_module(
         cfg, inputs, datamodule.tokenizer.state_dict(), data_format=datamodule.train_format
     )
-    module.negatives.bind(datamodule.catalogue())
+    with under("negatives"):  # a setting the data cannot hold (negatives.memory_size)
+        module.negatives.bind(datamodule.catalogue())
     return module

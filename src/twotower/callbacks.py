@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks import EarlyStopping, RichModelSummary
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.model_summary import get_human_readable_count as human_count
 
 from twotower.errors import ConfigError, TrainingDiverged, check, check_positive
 from twotower.runs import LAST
@@ -73,6 +74,61 @@ class FitStats(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds = self._before + time.perf_counter() - self._start
 
+    def totals(self) -> dict[str, float]:
+        """``samples``, ``seconds`` and ``val_seconds`` of the fit so far.
+
+        Take them right after ``fit``: a later ``validate`` or ``test`` with ``ckpt_path``
+        restores this callback's state from that checkpoint (the best epoch's counts).
+        """
+        return {"samples": self.samples, "seconds": self.seconds, "val_seconds": self.val_seconds}
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's rich model summary without its FLOPs and Mode columns, its metric states
+    and with its totals in one line.
+
+    Lightning counts FLOPs only through an ``example_input_array``, which a two-tower module
+    (two inputs, no ``forward``) has not: the column read 0 for every layer. Every layer is in
+    train mode while it trains.
+    """
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        columns = [(name, cells) for name, cells in summary_data if name not in ("FLOPs", "Mode")]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, justify="right" if name == "Params" else "left")
+        rows = list(zip(*(cells for _, cells in columns), strict=True))
+        data = dict(summary_data)
+        # Parameter-free ModuleDicts (the module's metric states) and their members: 12 rows
+        # that say nothing about the model.
+        quiet = {
+            name
+            for name, kind, params in zip(data["Name"], data["Type"], data["Params"], strict=True)
+            if kind == "ModuleDict" and params.strip() == "0"
+        }
+        for row, name in zip(rows, data["Name"], strict=True):
+            if name.split(".", 1)[0] not in quiet:
+                table.add_row(*row)
+        console = Console()
+        console.print(table)
+        frozen = total_parameters - trainable_parameters
+        console.print(
+            f"params: {human_count(trainable_parameters).strip()} trainable, "
+            f"{human_count(frozen).strip()} frozen, {model_size:.1f} MB"
+        )
+
 
 class RandomState(pl.Callback):
     """Keep the torch, NumPy and Python RNG states in checkpoints and restore them on resume.
@@ -105,7 +161,9 @@ class DivergenceGuard(pl.Callback):
     """Stop at the first non-finite loss or gradient; warn once about an exploding loss.
 
     A NaN step would otherwise train on (``train/loss: nan``) and fail later, deep in the
-    ranking. The stop names the step, the value and the last good checkpoint.
+    ranking. The stop names the step, the value and the last good checkpoint. Under a
+    gradient scaler (``trainer.precision=16-mixed``) a non-finite gradient is an overflow the
+    scaler skips, so it stops only once the scale has collapsed below ``MIN_SCALE``.
 
     Args:
         warn_factor: warn when the training loss, averaged over recent steps (a moving
@@ -113,6 +171,10 @@ class DivergenceGuard(pl.Callback):
     """
 
     SETTLE = 10  # steps before the average is trusted: single early steps may spike
+    # Gradients still overflowing float16 (65504) after scaling by 1e-4 are over ~6.5e8: a
+    # divergence, not float16's range. The scaler halves the scale per overflow (2**16 at
+    # first) with no floor: unstopped, such a run would skip every step to its end.
+    MIN_SCALE = 1e-4
 
     def __init__(self, warn_factor: float = 3.0):
         check_positive("warn_factor", warn_factor)
@@ -161,8 +223,17 @@ class DivergenceGuard(pl.Callback):
         # per-tensor norms cost 3% of a small model's step.
         norms = torch._foreach_norm([g.detach() for g in grads])
         norm = float(torch.linalg.vector_norm(torch.stack(norms)))
-        if not math.isfinite(norm):
-            raise self._diverged(trainer, "gradient norm", norm)
+        if math.isfinite(norm):
+            return
+        # A non-finite loss still stops the run (on_train_batch_end): the scale multiplies
+        # only the backward, and neither the scaler nor Lightning checks the loss.
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # 16-mixed only
+        if scaler is not None and scaler.is_enabled():
+            scale = scaler.get_scale()
+            if scale >= self.MIN_SCALE:
+                return  # the scaler skips this step and lowers its scale
+            raise self._diverged(trainer, f"gradient norm (loss scale {scale:.3g})", norm)
+        raise self._diverged(trainer, "gradient norm", norm)
 
     @staticmethod
     def _diverged(trainer: pl.Trainer, what: str, value: float) -> TrainingDiverged:
@@ -195,7 +266,9 @@ class LastCheckpoint(pl.Callback):
         self.saved = False
 
     def _save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path)  # atomic: AtomicCheckpointIO (conf/trainer)
+        # atomic: AtomicCheckpointIO (conf/trainer); a full checkpoint, said explicitly
+        # (left unset, Lightning logs that it defaults to one, at every save)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.saved = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from twotower.console import quiet_libraries
 from twotower.errors import ConfigError, user_errors
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the conf/ tree every entry point uses
@@ -36,6 +37,38 @@ def check_config(cfg: DictConfig, skip: tuple[str, ...] = ("hydra",)) -> None:
         raise ConfigError(missing[0], "???", "is mandatory: set it on the command line")
     for key, node in target_nodes(cfg, "", skip):
         check_node(node, key)
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build ``optimizer`` (and ``scheduler``) over one scratch parameter, so that a value
+    torch refuses (``optimizer.lr=-1``) fails before the data are read, naming its key."""
+    if cfg.get("optimizer") is None:
+        return
+    optimizer = _build_partial(
+        cfg.optimizer, "optimizer", params=[torch.nn.Parameter(torch.ones(1))]
+    )
+    if cfg.get("scheduler") is not None:
+        _build_partial(cfg.scheduler, "scheduler", optimizer=optimizer)
+
+
+def _build_partial(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(node)(**kwargs)``; a refusal names the one key whose default cures it."""
+    values = OmegaConf.to_container(node, resolve=True)
+
+    def build(config: dict) -> Any:
+        return hydra.utils.instantiate(config, _partial_=True)(**kwargs)
+
+    try:
+        return build(values)
+    except (ValueError, TypeError) as e:
+        target = values["_target_"]
+        for name in (k for k in values if not str(k).startswith("_")):
+            try:
+                build({k: v for k, v in values.items() if k != name})
+            except (ValueError, TypeError):
+                continue
+            raise ConfigError(f"{key}.{name}", values[name], f"refused by {target}: {e}") from None
+        raise ConfigError(key, target, f"cannot be built: {e}") from None
 
 
 def target_nodes(node: Any, key: str, skip: tuple[str, ...]) -> Iterator[tuple[str, DictConfig]]:
@@ -173,6 +206,7 @@ def _describe(hint: Any) -> str:
 def run_cli(main: Callable[[], Any], config_dir: str, config_name: str) -> None:
     """Run a ``@hydra.main`` entry point; an unknown command-line key first ends in one line
     that names the valid ones (``-m``, ``--cfg``, ``--help`` go to Hydra as they are)."""
+    quiet_libraries()
     args = sys.argv[1:]
     if not any(a.startswith("-") for a in args):
         with user_errors():
@@ -186,11 +220,14 @@ def check_overrides(overrides: list[str], config_dir: str, config_name: str) -> 
     Hydra's own message says only that the key "is not in struct".
     """
     from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import ConfigCompositionException, MissingConfigException
 
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         try:
             compose(config_name=config_name, overrides=overrides)
+        except MissingConfigException as e:
+            raise_unknown_option(e, overrides)
+            return  # not an option of the command line: Hydra reports it
         except ConfigCompositionException as e:
             cause = e.__cause__
             key = getattr(cause, "full_key", None)
@@ -211,4 +248,19 @@ def check_overrides(overrides: list[str], config_dir: str, config_name: str) -> 
                 key,
                 value,
                 f"no such key{hint}; valid: {', '.join(valid)} (+{key}=... adds a new one)",
+            ) from None
+
+
+def raise_unknown_option(e: Exception, overrides: list[str]) -> None:
+    """Raise :class:`ConfigError` for ``group=option`` naming a file ``conf/group/`` lacks,
+    with the nearest option; Hydra's own message takes a dozen lines."""
+    group, _, option = str(getattr(e, "missing_cfg_file", "") or "").rpartition("/")
+    options = sorted(getattr(e, "options", None) or [])
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~").split("@", 1)[0] == group and value == option:
+            close = difflib.get_close_matches(option, options, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                key.lstrip("+~"), option, f"no such option{hint}; valid: {', '.join(options)}"
             ) from None

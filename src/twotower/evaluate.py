@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from twotower.build import instantiate
@@ -26,6 +27,7 @@ from twotower.errors import ConfigError, check_choice, user_errors
 from twotower.retrieval.evaluation import CorpusEvaluator
 from twotower.retrieval.index import recall_of_exact
 from twotower.retrieval.runfile import write_run
+from twotower.runs import nothing_left_on_error
 from twotower.summary import print_metrics
 
 log = logging.getLogger("twotower.evaluate")
@@ -123,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.set_grad_enabled(False)
-    with user_errors():
+    with user_errors(), nothing_left_on_error(HydraConfig.get().runtime.output_dir):
         check_config(cfg)
         run(cfg)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,11 @@ def export(cfg: DictConfig) -> Path:
     datamodule.setup("test")
     index = instantiate(cfg.index, "index")
     # Build in a temporary sibling, then swap in: a failed export leaves nothing half-written.
+    # A plain mkdir (not mkdtemp, whose mode 0o700 would be renamed into place): the export
+    # gets the mode of any new directory, 0o777 less the umask.
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}"
+    tmp.mkdir()
     try:
         _write(cfg, out, tmp, module, tokenizer, train_cfg, datamodule, index)
     finally:

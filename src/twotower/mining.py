@@ -1,13 +1,14 @@
 """HardNegativeMiner: mine the training queries' hard negatives inside a run, and refresh them.
 
-At the start of epoch ``mining.start_epoch`` (0: before training) the miner encodes every
-training query and the whole corpus, ranks them with the exact blocked search, filters the
-ranking (:mod:`twotower.retrieval.mining`) and gives the table to the negatives strategy;
-every ``refresh_every`` epochs after, it does it again with the current weights (ANCE, Xiong
-et al. ICLR 2021). ``source=model`` encodes with the model being trained; a checkpoint path
-encodes with that checkpoint's towers (trained with the same tokenizer: token ids must mean
-the same words); ``bm25`` ranks the raw texts with BM25 (``bm25s``), once. Every process
-mines the same table from the same weights.
+At the start of epoch ``mining.start_epoch`` (0: before training; by default 1 with
+``source=model``, whose untrained towers would mine noise, and 0 with the other sources) the
+miner encodes every training query and the whole corpus, ranks them with the exact blocked
+search, filters the ranking (:mod:`twotower.retrieval.mining`) and gives the table to the
+negatives strategy; every ``refresh_every`` epochs after, it does it again with the current
+weights (ANCE, Xiong et al. ICLR 2021). ``source=model`` encodes with the model being trained;
+a checkpoint path encodes with that checkpoint's towers (trained with the same tokenizer: token
+ids must mean the same words); ``bm25`` ranks the raw texts with BM25 (``bm25s``), once. Every
+process mines the same table from the same weights.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from twotower.errors import ConfigError, check
 from twotower.retrieval.evaluation import CorpusEvaluator
@@ -186,12 +187,21 @@ class HardNegativeMiner(pl.Callback):
             settings.get("margin"),
             settings.get("relative_margin"),
         )
-        self.start = settings.get("start_epoch", 0)
+        self.start = settings.get("start_epoch")
+        if self.start is None:  # the model mines once it has trained; the others are ready
+            self.start = 1 if self.source == "model" else 0
         self.every = settings.get("refresh_every", 0)
         self.batch_size = settings.get("batch_size", 1024)
         for key, value in (("start_epoch", self.start), ("refresh_every", self.every)):
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
             check(ok, f"mining.{key}", value, "must be an integer >= 0")
+        if self.source == "model" and self.start == 0:
+            kept = f"until epoch {self.every}" if self.every else "all run (refresh_every=0)"
+            rank_zero_warn(
+                "negatives.mining.start_epoch=0 with source=model mines with the untrained "
+                f"model, whose ranking is noise, and trains on that table {kept}: "
+                "start_epoch >= 1 mines after some in-batch training"
+            )
         if self.source != "model" and self.every:
             raise ConfigError(
                 "negatives.mining.refresh_every",

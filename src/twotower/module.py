@@ -137,13 +137,6 @@ class TwoTowerModule(pl.LightningModule):
         """Document vectors ``(B, D)`` from tokens ``(B, W, T)`` or a dict of item features."""
         return self.doc_tower(inputs)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
-        # The loaders build CPU tensors: on a CPU there is nothing to move, and Lightning's
-        # walk through every nested feature dict costs about 3% of an ml-100k epoch.
-        if device.type == "cpu":
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def model_step(self, batch: dict[str, torch.Tensor]):
         """Encode, build candidates and compute the loss; shared by train, val and test."""
         q = self.encode_queries(batch["query"])  # (B, D)

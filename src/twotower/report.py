@@ -177,8 +177,8 @@ def metric_names(runs: list[Run], primary: str) -> list[str]:
             f"metric {primary} is not in every metrics.json; shared: {', '.join(stage)}"
         )
     stage = primary.split("/")[0] + "/"
-    # In-batch metrics and accuracy rank each query's own candidates, which the negatives
-    # being compared change: they would not compare across settings.
+    # accuracy ranks the candidates the negatives strategy built and the in-batch metrics the
+    # batch's documents (as many as data.batch_size): neither compares across settings.
     other = (m for m in shared if m.startswith(stage) and m != primary)
     # The primary's cut-off only (ndcg@10: recall@10, mrr@10, ...): a readable table.
     cut = "@" + primary.split("@")[1] if "@" in primary else None
@@ -232,7 +232,8 @@ def lower_is_better(metric: str) -> bool:
 
 
 def markdown_table(rows: list[Row], metrics: list[str]) -> str:
-    """The settings table; the best mean of each metric column in bold."""
+    """The settings table: mean ± std per metric (a setting of one run: its value alone);
+    the best mean of each metric column in bold."""
     keys = list(rows[0].values) or ["setting"]
     best = {m: (min if lower_is_better(m) else max)(r.stats[m][0] for r in rows) for m in metrics}
     lines = [
@@ -243,7 +244,8 @@ def markdown_table(rows: list[Row], metrics: list[str]) -> str:
         cells = list(row.values.values()) or [row.label]
         for m in metrics:
             mean, std = row.stats[m]
-            cell = f"{mean:.4f} ± {std:.4f}"
+            # One run has no spread: "± 0.0000" would read as a measured zero.
+            cell = f"{mean:.4f}" if len(row.runs) == 1 else f"{mean:.4f} ± {std:.4f}"
             cells.append(f"**{cell}**" if mean == best[m] else cell)
         lines.append("| " + " | ".join([*cells, str(len(row.runs))]) + " |")
     return "\n".join(lines)
@@ -392,6 +394,7 @@ def write_report(
 
     ablation = run_dir / "ablation.yaml"
     spec = yaml.safe_load(ablation.read_text()) if ablation.is_file() else {}
+    single = " (one run: its value alone)" if any(len(r.runs) == 1 for r in rows) else ""
     lines = [
         f"# {name}",
         "",
@@ -400,7 +403,7 @@ def write_report(
         f"`{command}`" if command else "",
         "",
         f"Runs: `{run_dir}` ({sum(r.finished for r in runs)} finished, "
-        f"{len(rows)} settings). Mean ± sample std over seeds; best mean in **bold** "
+        f"{len(rows)} settings). Mean ± sample std over seeds{single}; best mean in **bold** "
         "(lower is better only for losses).",
         "",
         "Fixed overrides: " + (" ".join(f"`{o}`" for o in fixed) or "none"),

@@ -13,7 +13,10 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from twotower.errors import ConfigError
+from twotower.errors import ConfigError, DataError
 
 MAX_RUN_NAME = 160  # file systems refuse names over 255 bytes; the date prefix needs room
 RUN_ROOTS = ("outputs", "multirun")  # where ckpt_path=last looks for runs
@@ -127,6 +130,14 @@ def _resume_target(ckpt_path: str | None, cwd: str) -> Resume | None:
     return Resume(run, path) if path.parent.name == "checkpoints" and _is_run_dir(run) else None
 
 
+def is_resume(ckpt_path: str | None) -> bool:
+    """Whether ``ckpt_path`` continues a run in its own directory (a bad one does not)."""
+    try:
+        return resume_target(ckpt_path) is not None
+    except ConfigError:
+        return False
+
+
 def run_dir(ckpt_path: str | None, fresh: str) -> str:
     """``hydra.run.dir``: the resumed run's own directory, else ``fresh``."""
     try:
@@ -139,6 +150,40 @@ def run_dir(ckpt_path: str | None, fresh: str) -> str:
 def config_subdir(ckpt_path: str | None) -> str:
     """``hydra.output_subdir``: a resume keeps the run's first ``.hydra`` files intact."""
     return f".hydra/resume-{stamp()}" if run_dir(ckpt_path, "") else ".hydra"
+
+
+@contextmanager
+def nothing_left_on_error(out_dir: str | Path, fresh: bool = True) -> Iterator[None]:
+    """On a config or data error, remove what this command wrote into ``out_dir`` (Hydra's
+    ``.hydra/`` and log file among it), then the directory if that leaves it empty.
+
+    A typo then leaves no run directory behind (nor an empty ``outputs/``). What was in
+    ``out_dir`` before Hydra made this run's files is kept; a resumed run (``fresh=False``)
+    keeps everything.
+    """
+    out = Path(out_dir)
+    ours = {out / ".hydra", *out.glob("*.log")}  # Hydra wrote them just before the command ran
+    before = (set(out.iterdir()) - ours) if out.is_dir() else set()
+    try:
+        yield
+    except (ConfigError, DataError):
+        if fresh and out.is_dir():
+            for path in set(out.iterdir()) - before:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            # the directory, then empty run roots above it (outputs/, outputs/evaluate/)
+            for path in [out, *out.resolve().parents]:
+                if any(path.iterdir()) or (path != out and not _in_run_root(path)):
+                    break
+                path.rmdir()
+        raise
+
+
+def _in_run_root(path: Path) -> bool:
+    """Whether ``path`` is a run root (``outputs``, ``multirun``) or inside one."""
+    return any(p.name in RUN_ROOTS for p in (path, *path.parents))
 
 
 def keep_previous(path: Path) -> None:

@@ -17,7 +17,6 @@ from pytorch_lightning.loggers import Logger
 from rich.console import Console
 from rich.table import Table
 
-from twotower.callbacks import FitStats
 from twotower.provenance import provenance
 from twotower.retrieval.runfile import write_run
 from twotower.runs import keep_previous
@@ -62,10 +61,11 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def print_metrics(result: dict[str, Any], path: Path) -> None:
-    """Print the final metrics as one table: untrained validation, validation and test."""
+    """Print the final metrics as one table (untrained validation, validation and test), then
+    where they were written and, for a training run, its counts and times."""
     metrics = result["metrics"]
     names = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("val/", "test/"))})
-    table = Table(title=f"twotower: final metrics (written to {path})")
+    table = Table(title="twotower: final metrics")
     table.add_column("metric")
     columns = [("untrained val", "untrained/val/"), ("val (best)", "val/"), ("test", "test/")]
     columns = [(t, p) for t, p in columns if any(k.startswith(p) for k in metrics)]
@@ -76,12 +76,18 @@ def print_metrics(result: dict[str, Any], path: Path) -> None:
         table.add_row(name, *row)
     console = Console()
     console.print(table)
+    console.print(f"written to {path}", soft_wrap=True)  # one line: a path to copy whole
     if "train_samples" not in result:  # an evaluation: nothing was trained
         return
+    if result.get("best_checkpoint"):
+        console.print(f"best checkpoint: {result['best_checkpoint']}", soft_wrap=True)
+    # A resumed run's training counts are the whole run's; the wall time is this command's.
+    whole = " (the whole run, resumed)" if result.get("resumed_from") else ""
     console.print(
-        f"train: {result['train_samples']} samples in {result['train_time_s']:.1f} s "
+        f"train{whole}: {result['train_samples']} samples in {result['train_time_s']:.1f} s "
         f"({result['train_samples_per_s']:.0f}/s), validation {result['validation_time_s']:.1f} s; "
-        f"wall time {result['wall_time_s']:.1f} s"
+        f"this command's wall time {result['wall_time_s']:.1f} s",
+        soft_wrap=True,
     )
 
 
@@ -94,27 +100,32 @@ def peak_memory_mib() -> float:
 def run_result(
     cfg: DictConfig,
     trainer: pl.Trainer,
-    stats: FitStats,
+    fit: dict[str, float],
     metrics: dict[str, float],
     started: float,
     resumed_from: str | None,
 ) -> dict[str, Any]:
-    """What ``metrics.json`` holds for a training run that began at ``started``."""
+    """What ``metrics.json`` holds for a training run that began at ``started``.
+
+    Args:
+        fit: the fit's totals (:meth:`FitStats.totals`), ``epochs`` and ``global_step``,
+            taken when ``fit`` returned.
+    """
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    train_s = stats.seconds - stats.val_seconds  # training steps only
+    train_s = fit["seconds"] - fit["val_seconds"]  # training steps only
     return {
         "metrics": {k: float(v) for k, v in metrics.items()},
         "wall_time_s": time.perf_counter() - started,
         # fit_time_s = train_time_s + validation_time_s (the full-corpus ranking inside fit)
-        "fit_time_s": stats.seconds,
+        "fit_time_s": fit["seconds"],
         "train_time_s": train_s,
-        "epoch_time_s": train_s / max(1, trainer.current_epoch),
-        "validation_time_s": stats.val_seconds,
+        "epoch_time_s": train_s / max(1, fit["epochs"]),
+        "validation_time_s": fit["val_seconds"],
         "peak_memory_mib": peak_memory_mib(),
-        "train_samples": stats.samples,
-        "train_samples_per_s": stats.samples / train_s if train_s > 0 else 0.0,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
+        "train_samples": fit["samples"],
+        "train_samples_per_s": fit["samples"] / train_s if train_s > 0 else 0.0,
+        "epochs": fit["epochs"],
+        "global_step": fit["global_step"],
         "best_checkpoint": best,
         "resumed_from": resumed_from,
         "seed": cfg.seed,

@@ -16,8 +16,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,7 +291,9 @@ def read_cache(path: Path, key: str) -> TeacherVectors | None:
 def write_cache(path: Path, key: str, vectors: TeacherVectors, meta: dict[str, Any]) -> None:
     """Write into a temporary directory beside ``path``, then rename: never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    # Not mkdtemp: its mode 0o700 would be renamed into place; a mkdir honours the umask.
+    tmp = path.parent / f".{path.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
     try:
         for name in ("query_ids", "queries", "docs"):
             np.save(tmp / f"{name}.npy", getattr(vectors, name).cpu().numpy())

@@ -11,16 +11,17 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
-from twotower.build import build_for_data, instantiate
+from twotower.build import build_for_data, check_parts, instantiate
 from twotower.callbacks import FitStats, early_stopping
 from twotower.checkpoint import read_tokenizer
-from twotower.config_check import CONF_DIR, check_config, run_cli
+from twotower.config_check import CONF_DIR, check_config, check_optimizer, run_cli
 from twotower.errors import under, user_errors
 from twotower.mining import HardNegativeMiner
-from twotower.runs import resume_target, resumed_config
+from twotower.runs import is_resume, nothing_left_on_error, resume_target, resumed_config
 from twotower.summary import run_result, write_results
 from twotower.teacher import TeacherCache
 
@@ -29,6 +30,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; returns what ``metrics.json`` holds."""
     started = time.perf_counter()
     check_config(cfg)  # missing, unknown and mistyped keys: one line, before any work
+    check_optimizer(cfg)  # values torch refuses (optimizer.lr=-1), before the data are read
+    check_parts(cfg)  # loss.margin=-1 and the like, before the data are read
     resume = resume_target(cfg.get("ckpt_path"))
     ckpt_path = str(resume.ckpt) if resume else cfg.get("ckpt_path")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -72,7 +75,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         untrained = first(trainer.validate(module, datamodule=datamodule, verbose=False))
         stats.untrained = {f"untrained/{k}": v for k, v in untrained.items()}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    # (validate and test below reload the best checkpoint's callback states)
+    # Taken now: validate and test below restore the best checkpoint's callback states,
+    # FitStats' counts of that epoch among them.
+    fit = {**stats.totals(), "epochs": trainer.current_epoch, "global_step": trainer.global_step}
     minings = list(miner.minings) if miner is not None else None
     metrics: dict[str, float] = dict(stats.untrained)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -85,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             first(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False))
         )
 
-    result = run_result(cfg, trainer, stats, metrics, started, ckpt_path)
+    result = run_result(cfg, trainer, fit, metrics, started, ckpt_path)
     if minings is not None:  # each mining's epoch, seconds and filter counts
         result["mining"] = minings
     if teacher is not None and teacher.entry is not None:  # encoded or cached, and seconds
@@ -102,8 +107,10 @@ def first(results: list[dict[str, float]]) -> dict[str, float]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    out = HydraConfig.get().runtime.output_dir
     with user_errors():  # one line naming the key or the file, not a torch stack trace
-        result = train(resumed_config(cfg))
+        with nothing_left_on_error(out, fresh=not is_resume(cfg.get("ckpt_path"))):
+            result = train(resumed_config(cfg))
     metric = cfg.get("optimized_metric")
     return result["metrics"].get(metric) if metric else None
 

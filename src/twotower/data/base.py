@@ -220,6 +220,14 @@ class RetrievalDataModule(pl.LightningDataModule, ABC):
         self.query_texts: list[str] = []  # row i of the query store (twotower.mine writes them)
         self.eval_splits: dict[str, EvalSplit] = {}
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
+        # The loaders build CPU tensors: on a CPU there is nothing to move, and Lightning's
+        # walk through every nested feature dict costs about 3% of an ml-100k epoch. (Here,
+        # not on the module: Lightning warns when a module hook shadows a datamodule's.)
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     @property
     def train_format(self) -> str:
         """The training rows' format (val / test rows are always ``presampled``)."""

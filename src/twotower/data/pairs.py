@@ -1,6 +1,7 @@
 """PairFileDataModule: pair, labelled or triple files (TSV, CSV, JSONL, Parquet).
 
-The training file's columns decide the format (see :mod:`twotower.data.readers.pairs`). The corpus
+The training file's columns decide the format (see :mod:`twotower.data.readers.pairs`);
+``columns`` maps other column names onto them, for the three files alike. The corpus
 ranked at evaluation is every distinct document text of the three files (positives and
 negatives); a validation or test query's relevant documents are its positive rows.
 """
@@ -8,10 +9,12 @@ negatives); a validation or test query's relevant documents are its positive row
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from twotower.data.base import EvalSplit, RetrievalDataModule, rows_dataset, uniform_negatives
@@ -20,7 +23,7 @@ from twotower.data.components.batches import TextPairDataset
 from twotower.data.components.cache import cached
 from twotower.data.components.tokenizers import Tokenizer, tokenizer_from_state
 from twotower.data.components.tokens import TokenStore
-from twotower.data.readers.pairs import PairData, load_pairs
+from twotower.data.readers.pairs import PairData, column_names, load_pairs
 from twotower.errors import ConfigError, DataError, check, check_choice
 
 log = logging.getLogger("twotower.data")
@@ -40,6 +43,9 @@ class PairFileDataModule(RetrievalDataModule):
         train, val, test: the files; ``test`` may be ``None``: then there is no test split
             (:attr:`has_test` is false, ``eval_splits`` and ``datasets`` have no ``"test"``).
         on_error: ``raise`` or ``skip`` bad rows (skips are printed and logged).
+        columns: the files' names of the columns where they differ, e.g. ``{query: question,
+            doc: answer}`` (:func:`~twotower.data.readers.pairs.column_names`); ``None``: the
+            names are ``query``, ``doc``, ...
         cache_dir: where prepared data is cached; ``None`` disables the cache.
         **kwargs: see :class:`~twotower.data.base.RetrievalDataModule`; ``format`` is not
             set here: the training file's columns decide it.
@@ -53,6 +59,7 @@ class PairFileDataModule(RetrievalDataModule):
         val: str,
         test: str | None = None,
         on_error: str = "raise",
+        columns: Mapping[str, Any] | None = None,
         cache_dir: str | None = ".cache/twotower",
         **kwargs: Any,
     ):
@@ -64,6 +71,10 @@ class PairFileDataModule(RetrievalDataModule):
         check(bool(train), "train", train, "must name the training file")
         check(bool(val), "val", val, "must name the validation file")
         check_choice("on_error", on_error, ("raise", "skip"))
+        if isinstance(columns, DictConfig):
+            columns = OmegaConf.to_container(columns)
+        column_names(columns)  # a bad mapping fails here, before any file is read
+        self.columns = dict(columns) if columns else None
         self.files = {"train": train, "val": val, "test": test}
         self.on_error, self.cache_dir = on_error, cache_dir
         self.skipped: dict[str, int] = {}
@@ -89,7 +100,9 @@ class PairFileDataModule(RetrievalDataModule):
         return paths
 
     def _read(self, paths: dict[str, Path]) -> dict[str, Any]:
-        files: dict[str, PairData] = {s: load_pairs(p, self.on_error) for s, p in paths.items()}
+        files: dict[str, PairData] = {
+            s: load_pairs(p, self.on_error, self.columns) for s, p in paths.items()
+        }
         queries: dict[str, int] = {}
         docs: dict[str, int] = {}
         rows: dict[str, dict[str, Any]] = {}
@@ -129,6 +142,7 @@ class PairFileDataModule(RetrievalDataModule):
             "max_doc_words": self.max_doc_words,
             "max_word_tokens": self.max_word_tokens,
             "on_error": self.on_error,
+            "columns": self.columns,
         }
         value = cached(self.cache_dir, "pairs", paths.values(), settings, lambda: self._read(paths))
         self.tokenizer = tokenizer_from_state(value["tokenizer"])

@@ -4,7 +4,8 @@ A distillation loss is added to the supervised loss of each training step,
 ``supervised_weight * loss + weight * distill``; validation and test report the supervised
 loss alone, so runs with and without a teacher compare. It reads the teacher's cached vectors
 (:mod:`twotower.teacher`), bound before training: the teacher's score of a candidate is a dot
-product, looked up by the batch's query ids and the candidates' document ids.
+product, looked up by the batch's query ids and the candidates' document ids, and is compared
+with the student's score before the logQ correction (:attr:`Candidates.uncorrected`).
 """
 
 from __future__ import annotations

@@ -20,9 +20,12 @@ class KLDistillation(Distillation):
     The candidates are whatever the negatives strategy built (in-batch, mined, memory,
     sampled); the teacher scores them by dot products of its cached vectors. The student's
     scores are already gamma-scaled: ``student_temperature`` divides them further (1: as
-    trained). The teacher's raw dot products (cosines for a normalised teacher, in [-1, 1])
-    are divided by ``teacher_temperature``: 0.05 gives a cosine teacher the sharpness of a
-    gamma = 20 student. The loss is the mean over rows with at least two valid candidates.
+    trained). They are taken before any logQ correction (``negatives.logq``), which corrects
+    the sampling of the candidates, not their relevance: a student equal to its teacher has a
+    divergence of 0 with or without it. The teacher's raw dot products (cosines for a
+    normalised teacher, in [-1, 1]) are divided by ``teacher_temperature``: 0.05 gives a cosine
+    teacher the sharpness of a gamma = 20 student. The loss is the mean over rows with at least
+    two valid candidates.
 
     Args:
         teacher_temperature: divides the teacher's scores.
@@ -56,7 +59,7 @@ class KLDistillation(Distillation):
 
     def forward(self, cands: Candidates, batch: dict, q: Tensor, d: Tensor) -> Tensor:
         teacher = self.teacher_scores(cands, batch)
-        return self.divergence(cands.scores, teacher, cands.mask)
+        return self.divergence(cands.uncorrected, teacher, cands.mask)
 
     def divergence(self, student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
         """The mean over rows of KL(softmax(teacher / T_t) || softmax(student / T_s))."""

@@ -19,8 +19,10 @@ class MarginMSE(Distillation):
 
     The pairs are every relevant candidate of a row against each of its valid non-relevant
     ones (in-batch, mined, memory or sampled), as the pairwise losses take them. The student's
-    scores are gamma-scaled; ``teacher_scale`` brings the teacher's raw dot products to the
-    same units (20 for a cosine teacher and a cosine x 20 student).
+    scores are gamma-scaled, and taken before any logQ correction (``negatives.logq``), which
+    shifts margins by the candidates' sampling rates, not their relevance; ``teacher_scale``
+    brings the teacher's raw dot products to the same units (20 for a cosine teacher and a
+    cosine x 20 student).
 
     Args:
         teacher_scale: multiplies the teacher's scores.
@@ -46,7 +48,7 @@ class MarginMSE(Distillation):
 
     def forward(self, cands: Candidates, batch: dict, q: Tensor, d: Tensor) -> Tensor:
         teacher = self.teacher_scores(cands, batch)
-        return self.margins(cands.scores, teacher, cands.labels, cands.mask)
+        return self.margins(cands.uncorrected, teacher, cands.labels, cands.mask)
 
     def margins(self, student: Tensor, teacher: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
         student_diff, valid = pair_differences(student, labels, mask)  # (B, P, C)

@@ -32,12 +32,20 @@ NO_QUERY = -1  # query id of candidates that are nobody's positive
 
 
 class Candidates(NamedTuple):
-    scores: Tensor  # (B, C) gamma-scaled similarities
+    scores: Tensor  # (B, C) gamma-scaled similarities, minus the logQ correction if any
     labels: Tensor  # (B, C) relevance, > 0 relevant
     mask: Tensor  # (B, C) True = a valid candidate
     # The candidates' document indices, shared (C,) or per row (B, C), -1 for a padding
     # slot; what a teacher scores them by (distillation). None: not known.
     doc_ids: Tensor | None = None
+    # (B, C) the gamma-scaled similarities before the logQ correction, which corrects the
+    # sampling of the pool and is no part of what a teacher scores. None: ``scores``.
+    raw_scores: Tensor | None = None
+
+    @property
+    def uncorrected(self) -> Tensor:
+        """``(B, C)`` the scores without the logQ correction: what distillation compares."""
+        return self.scores if self.raw_scores is None else self.raw_scores
 
 
 class Negatives(nn.Module):
@@ -266,21 +274,23 @@ def score_pool(
 
     Args:
         log_q: ``(N,)`` log of each candidate's expected count in the pool, subtracted from
-            its score in every row (the row's positive included); ``None``: no correction.
+            its score in every row (the row's positive included; the scores before it are
+            kept as ``raw_scores``); ``None``: no correction.
         history: masks, in each row, the other training positives of the row's query.
         mask_duplicates: ``False`` keeps other copies of the row's positive (and the other
             positives of its query) as negatives: the blog code's defect, for ablations only.
     """
-    scores, labels, mask, _ = score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+    shared = score_shared(q, batch, docs, doc_ids, owner_ids, pos_col, similarity)
+    scores, mask, raw = shared.scores, shared.mask, None
     if not mask_duplicates:
         mask = torch.ones_like(mask)
     if log_q is not None:
-        scores = scores - log_q.to(scores.dtype)  # (B, N)
+        raw, scores = scores, scores - log_q.to(scores.dtype)  # (B, N)
     if history is not None:
         known = history(batch["query_id"], doc_ids)  # (B, N)
         known[torch.arange(q.shape[0], device=q.device), pos_col] = False
         mask = mask & ~known
-    return Candidates(scores, labels, mask, doc_ids)
+    return Candidates(scores, shared.labels, mask, doc_ids, raw)
 
 
 def catalogue_vectors(

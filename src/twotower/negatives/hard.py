@@ -34,7 +34,7 @@ class HardNegatives(nn.Module):
     that row's query (whichever row it was mined for), when it repeats a document already among
     the candidates (a batch positive or an earlier mined column: no duplicate negatives), or is
     a pad. Until the first mining (``mining.start_epoch``) the table is empty and the batch has
-    no mined columns.
+    no mined columns; validation and test batches never have them.
 
     Args:
         num: mined negatives per row per step, >= 1.
@@ -62,28 +62,29 @@ class HardNegatives(nn.Module):
         """The mined documents ``(n_query_ids, W)`` long, -1 padded, row = query id."""
         self.table = table.to(self.table.device, torch.int32)  # half the bytes in checkpoints
 
-    def candidates(self, batch: dict, encode: Encoder, device) -> tuple[Tensor, Tensor, Tensor]:
-        """``(vectors, doc_ids, valid)`` of the (global) batch's mined columns ``(G*num, .)``."""
+    def candidates(self, batch: dict, encode: Encoder, device) -> tuple[Tensor, Tensor]:
+        """``(vectors, doc_ids)`` of the (global) batch's mined columns ``(G*num, .)``; a pad's
+        id is -1 (its vector is document 0's, never a valid candidate)."""
         query_id = batch["query_id"]
         rows = self.table[query_id.clamp(max=len(self.table) - 1)].long()  # (B, W)
         rows[query_id >= len(self.table)] = -1  # a query the miner did not see
         picked = sample_hard(rows, self.num, self.sample).flatten()  # (B*num,)
-        valid = picked >= 0
-        ids = picked.clamp(min=0)
-        vectors, inverse = catalogue_vectors(self.catalogue, ids.cpu(), encode, device)
+        docs = picked.clamp(min=0).cpu()  # a pad encodes document 0, masked
+        vectors, inverse = catalogue_vectors(self.catalogue, docs, encode, device)
         vectors, _ = gather(vectors[inverse])  # (G*num, D), with gradient
-        ids, _ = gather(ids.to(device))
-        valid, _ = gather(valid.to(device))
-        return vectors, ids, valid
+        ids, _ = gather(picked.to(device))
+        return vectors, ids
 
-    def mask(self, query_id: Tensor, ids: Tensor, valid: Tensor, earlier: Tensor) -> Tensor:
-        """``(B, G*num)`` True where a mined column is a valid negative for the row."""
+    def mask(self, query_id: Tensor, ids: Tensor, earlier: Tensor) -> Tensor:
+        """``(B, G*num)`` True where a mined column (``ids``, -1 a pad) is a valid negative for
+        the row."""
         # A column repeating an earlier candidate (a batch document, an earlier mined column).
+        # Pads keep their own id, -1, so a pad never makes a real document a repeat.
         order = torch.arange(len(ids), device=ids.device)
         unique, inverse = torch.unique(ids, return_inverse=True)
         first = torch.full_like(unique, len(ids)).scatter_reduce(0, inverse, order, "amin")
         repeat = (first[inverse] != order) | torch.isin(ids, earlier)  # (G*num,)
-        keep = (valid & ~repeat)[None, :]
+        keep = ((ids >= 0) & ~repeat)[None, :]
         return keep & ~self.history(query_id, ids)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

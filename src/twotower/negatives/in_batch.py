@@ -69,9 +69,10 @@ class InBatchNegatives(Negatives):
             positives); for ablations only.
         buckets: hash slots of the streaming estimator.
         alpha: learning rate of the streaming estimator.
-        hard_negatives: mined negatives per row per step (:class:`HardNegatives`; 0: none),
-            extra candidates of every query; with ``logq`` each gets its item's correction
-            like any candidate (as TFRS does for its hard negatives).
+        hard_negatives: mined negatives per row per training step (:class:`HardNegatives`;
+            0: none), extra candidates of every query; with ``logq`` each gets its item's
+            correction like any candidate (as TFRS does for its hard negatives). Validation
+            and test use none, so ``val/loss`` stays the in-batch objective.
         hard_sample: ``random`` (from the mined window each step) or ``top``.
         mining: how the table is mined and refreshed (:class:`twotower.mining.HardNegativeMiner`).
 
@@ -142,11 +143,13 @@ class InBatchNegatives(Negatives):
         n_held = 0 if held is None else len(held[1])
         if n_held:
             pool.append((held[0].to(q.device, docs.dtype), held[1], held[2]))
-        hard = self.hard is not None and len(self.hard.table) > 0  # mined yet?
+        # Mined yet? Validation and test keep the in-batch objective (as the memory does), so
+        # val/loss compares across strategies and across the minings of a run.
+        hard = self.training and self.hard is not None and len(self.hard.table) > 0
         if hard:
             if self.catalogue is None:
                 raise unbound("InBatchNegatives with hard_negatives > 0", "the catalogue")
-            mined, mined_ids, mined_valid = self.hard.candidates(batch, encode, q.device)
+            mined, mined_ids = self.hard.candidates(batch, encode, q.device)
             start = sum(len(ids) for _, ids, _ in pool)
             hard_cols = slice(start, start + len(mined_ids))
             pool.append((mined.to(docs.dtype), mined_ids, torch.full_like(mined_ids, NO_QUERY)))
@@ -188,7 +191,5 @@ class InBatchNegatives(Negatives):
         )
         if hard:
             earlier = all_ids[: hard_cols.start]
-            cands.mask[:, hard_cols] &= self.hard.mask(
-                batch["query_id"], mined_ids, mined_valid, earlier
-            )
+            cands.mask[:, hard_cols] &= self.hard.mask(batch["query_id"], mined_ids, earlier)
         return cands

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from twotower.errors import check
+from twotower.errors import ConfigError, check
 from twotower.negatives.base import resize_from_state
 from twotower.negatives.in_batch import InBatchNegatives
+
+if TYPE_CHECKING:
+    from twotower.data.base import Catalogue
 
 
 class CrossBatchMemory(InBatchNegatives):
@@ -37,7 +40,8 @@ class CrossBatchMemory(InBatchNegatives):
     ``log p_j`` up to a constant of the row, which a softmax ignores.
 
     Args:
-        memory_size: queue length M (document vectors), >= 1.
+        memory_size: queue length M (document vectors), >= 1 and at most the number of
+            training documents (checked by :meth:`bind`).
         start_step: training steps before the first entry is enqueued, >= 0.
         **kwargs: :class:`InBatchNegatives`'s (``num_uniform``, ``logq``, ``mask_history``...).
     """
@@ -54,6 +58,20 @@ class CrossBatchMemory(InBatchNegatives):
         self.register_buffer("queue_ids", torch.empty(0, dtype=torch.long))  # (M,)
         self.register_buffer("queue_owners", torch.empty(0, dtype=torch.long))  # (M,)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def bind(self, catalogue: Catalogue) -> None:
+        """:meth:`InBatchNegatives.bind`, and a memory no longer than the training documents."""
+        super().bind(catalogue)
+        n_docs = len(torch.unique(catalogue.positive_doc))
+        if self.memory_size > n_docs:
+            # The queue holds training positives: past n_docs entries it repeats documents, the
+            # older copies encoded by older towers.
+            raise ConfigError(
+                "memory_size",
+                self.memory_size,
+                f"exceeds the {n_docs:,} training documents (distinct training positives), "
+                f"so the queue would hold documents twice: use at most {n_docs}",
+            )
 
     def memory(self) -> tuple[Tensor, Tensor, Tensor] | None:
         if not self.training or not len(self.queue_ids):

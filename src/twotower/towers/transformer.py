@@ -110,10 +110,25 @@ class TransformerTower(nn.Module):
                     freeze_layers,
                     f"the model has {hf_config.num_hidden_layers} layers",
                 )
-            for part in [self.encoder.get_input_embeddings(), *blocks[:freeze_layers]]:
+            # The whole embeddings module (word, position and token-type tables and their
+            # LayerNorm), not just get_input_embeddings(), which is the word table alone.
+            embeddings = getattr(self.encoder, "embeddings", None)
+            if embeddings is None:
+                embeddings = self.encoder.get_input_embeddings()
+            for part in [embeddings, *blocks[:freeze_layers]]:
                 part.requires_grad_(False)
         if gradient_checkpointing:
-            self.encoder.gradient_checkpointing_enable()
+            # Non-reentrant, explicitly: reentrant checkpointing (transformers 4's default) gives
+            # no gradient to a block whose input needs none, as after frozen layers.
+            no_reentrant = {"use_reentrant": False}
+            if hasattr(self.encoder, "activation_checkpointing_enable"):
+                self.encoder.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs=no_reentrant
+                )
+            else:  # older transformers: only the name transformers 5 deprecates
+                self.encoder.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs=no_reentrant
+                )
 
     def restore_kwargs(self) -> dict[str, Any]:
         """What rebuilds this architecture without the model directory (see ``hf_config``)."""

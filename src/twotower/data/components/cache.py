@@ -180,14 +180,23 @@ def cached(
     value = _load(path)  # entries are written atomically: no lock needed to read one
     if value is not None:
         return value
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # leaf first
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_suffix(".lock")):
-        if _identity(path) != seen:  # another process wrote the entry while we waited
-            value = _load(path)
-            if value is not None:
-                return value
-        started = time.perf_counter()
-        value = build()
-        log.info("prepared data in %.1f s; cached at %s", time.perf_counter() - started, path)
-        save_entry(value, path)
+    try:
+        with _locked(path.with_suffix(".lock")):
+            if _identity(path) != seen:  # another process wrote the entry while we waited
+                value = _load(path)
+                if value is not None:
+                    return value
+            started = time.perf_counter()
+            value = build()
+            log.info("prepared data in %.1f s; cached at %s", time.perf_counter() - started, path)
+            save_entry(value, path)
+    except BaseException:
+        for directory in made:  # a run stopped by bad data leaves no empty cache directory
+            try:
+                directory.rmdir()
+            except OSError:  # not empty: another process's entry
+                break
+        raise
     return value

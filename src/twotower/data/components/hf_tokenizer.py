@@ -27,16 +27,25 @@ class HFTokenizer(Tokenizer):
         model: the model directory or the package that ships it (see :mod:`twotower.hf`).
         max_length: ids per text, special tokens included; a text keeps its first ones
             (the data's ``max_query_words`` / ``max_doc_words`` cap it further).
+        vocab: a saved ``tokenizer.json`` text (a checkpoint's); ``None`` reads the model's.
     """
 
     # A transformer's cost grows with the padded length: evaluation encodes texts by length.
     encode_by_length = True
 
-    def __init__(self, model: str, max_length: int = 128):
+    def __init__(self, model: str, max_length: int = 128, vocab: str | None = None):
         super().__init__()
         check_positive("max_length", max_length)
         self.model, self.max_length = str(model), max_length
-        self._backend = None  # loaded on first use, or from a checkpoint's state
+        self._backend = None
+        if vocab is not None:  # a checkpoint's tokenizer.json: the model files are not needed
+            self._set_vocab(vocab)
+        else:  # a wrong model fails now, named by its config key, not while reading data
+            self.backend()
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], vocab: Any) -> HFTokenizer:
+        return cls(**config, vocab=vocab)
 
     def _set_vocab(self, vocab: str) -> None:  # the tokenizer.json text of a saved state
         tokenizers = require("tokenizers")

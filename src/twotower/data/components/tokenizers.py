@@ -86,6 +86,14 @@ class Tokenizer:
         self._set_vocab(kept[: self.max_vocab])
         return self
 
+    @classmethod
+    def from_state(cls, config: dict[str, Any], vocab: Any) -> Tokenizer:
+        """A tokenizer built with ``config`` and given the saved ``vocab`` (``None``: unfitted)."""
+        tokenizer = cls(**config)
+        if vocab is not None:
+            tokenizer._set_vocab(vocab)
+        return tokenizer
+
     def _set_vocab(self, vocab: Sequence[str]) -> None:
         self._ids = {token: i for i, token in enumerate(vocab, start=2)}
 
@@ -327,7 +335,6 @@ class JiebaTokenizer(Tokenizer):
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer saved with :meth:`Tokenizer.state_dict` (e.g. from a checkpoint)."""
     module, _, name = current_target(state["class"]).rpartition(".")
-    tokenizer = getattr(importlib.import_module(module), name)(**state["config"])
-    if state["vocab"] is not None:
-        tokenizer._set_vocab(state["vocab"])
-    return tokenizer
+    return getattr(importlib.import_module(module), name).from_state(
+        state["config"], state["vocab"]
+    )

@@ -53,15 +53,42 @@ def duplicate_free_batches(keys: list[Tensor], order: Tensor, size: int) -> list
     return batches
 
 
+def padded(batch: list[int], columns: list[list], order: list[int], multiple: int) -> list[int]:
+    """``batch`` grown to a multiple of ``multiple`` rows with the first rows of ``order`` whose
+    keys it lacks (rows of other batches, taken twice this epoch), so that it stays
+    duplicate-free; cut down to a multiple instead when too few such rows exist."""
+    missing = -len(batch) % multiple
+    if not missing:
+        return batch
+    seen = [{col[i] for i in batch} for col in columns]  # the batch's own rows are excluded
+    extra: list[int] = []
+    for i in order:
+        if len(extra) == missing:
+            break
+        if not any(col[i] in s for col, s in zip(columns, seen, strict=True)):
+            extra.append(i)
+            for col, s in zip(columns, seen, strict=True):
+                s.add(col[i])
+    if len(extra) < missing:
+        return batch[: len(batch) - len(batch) % multiple]
+    return batch + extra
+
+
 class DuplicateFreeSampler(DistributedSampler):
     """The batches of :func:`duplicate_free_batches` for one process, one list per batch.
 
     Global batches (``batch_size x num_replicas`` rows) are duplicate-free, and process
     ``rank`` takes every ``num_replicas``-th row of each, so the rows a DDP step gathers are
-    the global batch (a share one row short repeats its first row, so that every process
-    steps with as many rows). A :class:`DistributedSampler` so that Lightning keeps it (and
-    calls :meth:`set_epoch`): each epoch draws a new order from ``seed + epoch``. Use it with
-    :class:`BatchRows` and ``batch_size=None``: batches may be short at the epoch's end.
+    the global batch. DDP needs every process to step as often, with as many rows (the
+    gather needs equal shapes): a global batch that does not split evenly (the epoch's last,
+    or one cut short by a frequent key) is :func:`padded` with rows of other batches whose
+    keys it lacks, as :class:`DistributedSampler` repeats rows to even its shards. The gathered
+    batch stays duplicate-free and every row is still seen each epoch, which dropping the
+    remainder would not give (a frequent key's one-row batches would never train). Every
+    process cuts the same batches from the same order, so all agree on their number. A
+    :class:`DistributedSampler` so that Lightning keeps it (and calls :meth:`set_epoch`):
+    each epoch draws a new order from ``seed + epoch``. Use it with :class:`BatchRows` and
+    ``batch_size=None``: batches may be short at the epoch's end.
 
     Args:
         dataset: the training rows (text pairs or interactions).
@@ -98,11 +125,10 @@ class DuplicateFreeSampler(DistributedSampler):
         size = self.batch_size * self.num_replicas
         batches = duplicate_free_batches(self.keys, order, size)
         self.short_batches = sum(len(b) < size for b in batches[:-1])
-        shares = []
-        for batch in batches:
-            share = batch[self.rank :: self.num_replicas] or batch[:1]
-            whole = -(-len(batch) // self.num_replicas)
-            shares.append(share + share[:1] * (whole - len(share)))
+        if self.num_replicas > 1:
+            columns, rows = [k.tolist() for k in self.keys], order.tolist()
+            batches = [padded(b, columns, rows, self.num_replicas) for b in batches]
+        shares = [b[self.rank :: self.num_replicas] for b in batches if b]
         self._cached = (self.epoch, shares)
         return shares
 

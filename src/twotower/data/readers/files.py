@@ -27,6 +27,7 @@ from twotower.errors import DataError, check_choice
 
 EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 ON_ERROR = ("raise", "skip")
+SKIP_HINT = "(data.on_error=skip drops bad rows)"  # ends a row's error: skipping can drop it
 BOM = b"\xef\xbb\xbf"
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
 # Whole web pages exceed csv's default field limit of 128 KiB.
@@ -65,7 +66,8 @@ def printable(text: str) -> str:
 
 
 class SkipLog:
-    """Handles row errors: raises them, or counts them and warns once per file.
+    """Handles row errors: raises them (saying that ``data.on_error=skip`` would drop the row),
+    or counts them and warns once per file.
 
     Args:
         on_error: ``"raise"`` or ``"skip"``.
@@ -82,7 +84,8 @@ class SkipLog:
 
     def __call__(self, err: RowError) -> None:
         if not self.skip:
-            raise err
+            problem = f"{err.problem} {SKIP_HINT}"
+            raise RowError(err.path, err.line, err.field, problem, err.reason) from None
         key = f"{self.name(err.path)}:{err.reason}"
         self.counts[key] = self.counts.get(key, 0) + 1
         count, first = self._pending.get(err.path, (0, err))
@@ -114,14 +117,19 @@ def read_jsonl(path: str | Path, on_bad_row: OnBadRow | None = None) -> Iterator
 
 
 def read_table(
-    path: str | Path, required: Sequence[str] = (), on_bad_row: OnBadRow | None = None
+    path: str | Path,
+    required: Sequence[str] = (),
+    on_bad_row: OnBadRow | None = None,
+    header_hint: str = "",
 ) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
     """Columns and ``(line_no, row)`` pairs of a .tsv, .csv, .jsonl or .parquet file.
 
     The header is checked before this returns. TSV/CSV need a header line; JSONL columns are
-    the first object's keys; a Parquet row's ``line_no`` is its 1-based row number + 1, so that
-    the schema counts as line 1 as a header does. Every row of JSONL/Parquet must hold a
-    non-null value for each ``required`` column; TSV/CSV rows must have the header's width.
+    the first object's keys, which must hold one of the ``required`` ones; a Parquet row's
+    ``line_no`` is its 1-based row number + 1, so that the schema counts as line 1 as a header
+    does. Every row of JSONL/Parquet must hold a non-null value for each ``required`` column;
+    TSV/CSV rows must have the header's width. ``header_hint`` ends the message of a header
+    without the ``required`` columns (what the caller accepts).
 
     Raises:
         DataError: unknown extension, missing file, no header line, a missing column, and the
@@ -138,11 +146,12 @@ def read_table(
         )
     _check_file(path)
     handle = on_bad_row or _raise
+    hint = f"; {header_hint}" if header_hint else ""
     if ext == ".jsonl":
-        return _jsonl_table(path, required, handle)
+        return _jsonl_table(path, required, handle, hint)
     if ext == ".parquet":
-        return _parquet_table(path, required, handle)
-    return _delimited_table(path, ext, required, handle)
+        return _parquet_table(path, required, handle, hint)
+    return _delimited_table(path, ext, required, handle, hint)
 
 
 def _check_file(path: Path) -> None:
@@ -230,11 +239,15 @@ def _missing(path: Path, line: int, row: dict, required: Sequence[str]) -> RowEr
     return None
 
 
-def _jsonl_table(path: Path, required: Sequence[str], handle: OnBadRow):
+def _jsonl_table(path: Path, required: Sequence[str], handle: OnBadRow, hint: str):
     rows = _jsonl_rows(path, handle)
     first = next(rows, None)
     if first is None:
         raise DataError(path, None, None, "empty file: no JSON objects")
+    keys = [str(k) for k in first[1]]
+    if required and not any(name in keys for name in required):  # other names, not a bad row
+        problem = f"missing column: the first object has keys {printable(', '.join(keys))}"
+        raise DataError(path, first[0], required[0], problem[:200] + hint)
 
     def checked() -> Iterator[tuple[int, dict[str, Any]]]:
         for line, row in itertools.chain([first], rows):
@@ -247,7 +260,7 @@ def _jsonl_table(path: Path, required: Sequence[str], handle: OnBadRow):
     return list(first[1]), checked()
 
 
-def _parquet_table(path: Path, required: Sequence[str], handle: OnBadRow):
+def _parquet_table(path: Path, required: Sequence[str], handle: OnBadRow, hint: str):
     import pyarrow as pa  # lazily: only Parquet users pay for the import
     import pyarrow.parquet as pq
 
@@ -256,7 +269,7 @@ def _parquet_table(path: Path, required: Sequence[str], handle: OnBadRow):
         columns = list(parquet.schema_arrow.names)
     except (pa.ArrowException, OSError) as e:
         raise DataError(path, None, None, f"not a readable Parquet file: {_one_line(e)}") from None
-    _check_columns(path, columns, required, "the file has columns")
+    _check_columns(path, columns, required, "the file has columns", hint)
     duplicate = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
     if duplicate is not None:
         raise DataError(path, 1, printable(duplicate), "duplicate column in the schema")
@@ -311,11 +324,13 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-def _check_columns(path: Path, columns: list[str], required: Sequence[str], has: str) -> None:
+def _check_columns(
+    path: Path, columns: list[str], required: Sequence[str], has: str, hint: str
+) -> None:
     missing = [name for name in required if name not in columns]
     if missing:
         problem = f"missing column: {has} {printable(', '.join(columns)) or '(none)'}"
-        raise DataError(path, 1, missing[0], problem)
+        raise DataError(path, 1, missing[0], problem + hint)
 
 
 class _Lines:
@@ -356,7 +371,7 @@ class _Lines:
         return self.columns[index] if index < len(self.columns) else None
 
 
-def _delimited_table(path: Path, ext: str, required: Sequence[str], handle: OnBadRow):
+def _delimited_table(path: Path, ext: str, required: Sequence[str], handle: OnBadRow, hint: str):
     kind = ext[1:].upper()
     dialect = (
         {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
@@ -367,7 +382,7 @@ def _delimited_table(path: Path, ext: str, required: Sequence[str], handle: OnBa
     lines = _Lines(path, f, dialect, handle)
     reader = csv.reader(lines, **dialect)
     try:
-        columns = _header(path, reader, kind, required)
+        columns = _header(path, reader, kind, required, hint)
     except BaseException:
         f.close()
         raise
@@ -396,7 +411,7 @@ def _delimited_table(path: Path, ext: str, required: Sequence[str], handle: OnBa
     return columns, rows()
 
 
-def _header(path: Path, reader: Iterator[list[str]], kind: str, required: Sequence[str]):
+def _header(path: Path, reader: Iterator[list[str]], kind: str, required: Sequence[str], hint: str):
     """The column names on line 1, which must include ``required``."""
     expected = f"expected columns {', '.join(required)}" if required else "expected a header"
     try:
@@ -408,8 +423,9 @@ def _header(path: Path, reader: Iterator[list[str]], kind: str, required: Sequen
     columns = [name.strip() for name in header]
     if required and not any(name in columns for name in required):
         first = ("\t" if kind == "TSV" else ",").join(header)[:80]
-        raise DataError(path, 1, None, f"no header line: {expected} (line 1 is {first!r})")
-    _check_columns(path, columns, required, "the header has")
+        problem = f"no header line: {expected} (line 1 is {first!r}){hint}"
+        raise DataError(path, 1, None, problem)
+    _check_columns(path, columns, required, "the header has", hint)
     duplicate = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
     if duplicate is not None:
         raise DataError(path, 1, printable(duplicate), "duplicate column in the header")
