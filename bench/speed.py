@@ -1,13 +1,15 @@
-"""make bench: twotower's cost against a bare PyTorch loop, torch.mm and faiss, in one run.
+"""make bench: twotower against a bare PyTorch loop, the yardsticks, torch.mm and faiss.
 
-python -m bench.speed --out experiments/reports/bench [--repeats 3]
+python -m bench.speed --out experiments/reports/bench [--repeats 3] [--only training,...]
 
-Every row is a ratio of two measurements taken side by side in this run, interleaved (A B,
-then B A, ...) so that machine noise hits both sides alike; figures are medians over the
+Every row is a ratio of measurements taken side by side in this run, interleaved (A B C, then
+C B A, ...) so that machine noise hits every side alike; figures are medians over the
 repeats. The framework side is ``twotower.train`` (its ``train_samples_per_s`` and
 ``epoch_time_s`` count training steps only); the bare side trains the same parts on the
-same batches in a plain loop (:mod:`bench.bare`). Needs ``make data-gcide data-ml100k``.
-Writes ``bench.md`` and ``bench.json`` in ``--out``.
+same batches in a plain loop (:mod:`bench.bare`): the framework's overhead. The yardsticks
+(:mod:`bench.yardstick`) are the same models written without twotower: whether its parts are
+as fast. Needs ``make data-gcide data-ml100k``. Writes ``bench.md`` and ``bench.json`` in
+``--out``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from bench import search_speed
+from bench import search_speed, yardstick
 from bench.bare import bare_epochs, framework_epochs, prepared
 from twotower.config_check import CONF_DIR
 
@@ -42,10 +44,12 @@ QUIET = [
     "~callbacks.model_summary",
     "trainer.enable_model_summary=false",
 ]
-TRAINING = [  # (row, overrides, epochs, repeats): ml-100k epochs last 1-3 s, so more of them
-    ("text DSSM, GCIDE (experiment=gcide_dssm, batch 2048)", ["experiment=gcide_dssm"], 1, 3),
-    ("ml-100k ID two-tower (experiment=ml100k_id)", ["experiment=ml100k_id"], 5, 5),
-    ("ml-100k feature two-tower (experiment=ml100k)", ["experiment=ml100k"], 3, 5),
+# (row, overrides, epochs, repeats, yardstick): ml-100k epochs last 1-3 s, so more of them. The
+# text row runs the yardstick's settings (no dropout, a tower per side; its README).
+TRAINING = [
+    ("text DSSM, GCIDE (experiment=gcide_dssm, batch 2048)", yardstick.TEXT, 1, 3, "text"),
+    ("ml-100k ID two-tower (experiment=ml100k_id)", yardstick.ML100K_ID, 5, 5, "ml100k"),
+    ("ml-100k feature two-tower (experiment=ml100k)", ["experiment=ml100k"], 3, 5, None),
 ]
 ML100K = ["experiment=ml100k_id", "trainer.max_epochs=2"]
 UNIFORM = ["negatives=uniform", "negatives.num_negatives=64", "~negatives.logq"]
@@ -55,7 +59,8 @@ NEGATIVES = [  # against in_batch, on ML100K
 ]
 SETTINGS = [  # (row, overrides of the changed side, of the default side)
     ("trainer.deterministic=false vs true", ["trainer.deterministic=false"], []),
-    ("+optimizer.fused=true vs the default (single-tensor) AdamW", ["+optimizer.fused=true"], []),
+    ("optimizer.fused=false (single-tensor) vs fused AdamW", ["optimizer.fused=false"], []),
+    ("malloc_heap_mib=0 (glibc's thresholds) vs 256", ["malloc_heap_mib=0"], []),
     # the epoch time includes the first steps' compilation and any recompilation
     ("model.compile=true vs false", ["model.compile=true"], []),
 ]
@@ -66,13 +71,15 @@ def config(overrides: list[str], out: Path) -> DictConfig:
         return compose("train", [*QUIET, f"paths.output_dir={out}", *overrides])
 
 
-def interleaved(a: Callable[[], dict], b: Callable[[], dict], repeats: int):
-    """``repeats`` results of ``a`` and of ``b``, run A B, B A, A B ..."""
-    ra, rb = [], []
+def interleaved(*fns: Callable[[], dict], repeats: int) -> list[list[dict]]:
+    """``repeats`` results of each of ``fns``, in turn and in alternating order: A B C, C B A,
+    A B C ..., so that machine noise hits every side alike."""
+    results: list[list[dict]] = [[] for _ in fns]
+    order = list(range(len(fns)))
     for r in range(repeats):
-        for side in ((a, ra), (b, rb)) if r % 2 == 0 else ((b, rb), (a, ra)):
-            side[1].append(side[0]())
-    return ra, rb
+        for i in order if r % 2 == 0 else order[::-1]:
+            results[i].append(fns[i]())
+    return results
 
 
 def with_peak(fn: Callable[..., dict], *args) -> dict:
@@ -87,36 +94,82 @@ def median(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
 
+def run_yardstick(args, kind: str, epochs: int) -> dict:
+    """One yardstick run: ``samples_per_s``, ``epoch_time_s`` (ml-100k) and ``val_pass_s``."""
+    threads = torch.get_num_threads()
+    if kind == "text":
+        out = yardstick.text(args.yardstick, args.gcide, threads)
+        return {**out, "epoch_time_s": float("nan")}
+    # Its first epoch is left out of its median (warm-up): one more than twotower's epochs.
+    out = yardstick.ml100k(args.yardstick, args.ml100k, threads, epochs + 1)
+    epoch_s = out["epoch_s_median"]
+    return {
+        **out,
+        "samples_per_s": out["train_pairs"] / epoch_s,
+        "epoch_time_s": epoch_s,
+        "val_pass_s": out["val_pass_s_median"],
+    }
+
+
 def training_rows(args, tmp: Path) -> list[dict]:
     rows = []
-    for name, overrides, epochs, repeats in TRAINING:
+    for name, overrides, epochs, repeats, kind in TRAINING:
         cfg = config([*overrides, f"trainer.max_epochs={epochs}"], tmp / "train")
-        fw, bare = interleaved(
+        sides = [
             lambda cfg=cfg: with_peak(framework_epochs, cfg),
             lambda cfg=cfg, e=epochs: with_peak(bare_epochs, cfg, e),
-            max(args.repeats, repeats) if args.repeats > 1 else 1,
+        ]
+        if kind and args.yardstick:
+            sides.append(lambda k=kind, e=epochs: run_yardstick(args, k, e))
+        fw, bare, *yard = interleaved(
+            *sides, repeats=max(args.repeats, repeats) if args.repeats > 1 else 1
         )
         fw_s, bare_s = median(fw, "samples_per_s"), median(bare, "samples_per_s")
-        rows.append(
-            {
-                "row": f"{name}: training samples/s",
-                "twotower": fw_s,
-                "reference": bare_s,
-                "reference_is": "bare PyTorch loop, same parts and batches",
-                "ratio": fw_s / bare_s,
-                "target": ">= 0.85" if "GCIDE" in name else "s/epoch ratio <= 1.15",
-                "epoch_s": median(fw, "epoch_time_s"),
-                "bare_epoch_s": median(bare, "epoch_time_s"),
-                "epoch_ratio": median(fw, "epoch_time_s") / median(bare, "epoch_time_s"),
-                "validation_s_per_epoch": median(fw, "validation_s_per_epoch"),
-                "peak_memory_mib": max(r["peak_mib"] for r in fw),
-                "bare_peak_memory_mib": max(r["peak_mib"] for r in bare),
-                "epochs": epochs,
-                "repeats": {"twotower": fw, "bare": bare},
+        row = {
+            "row": f"{name}: training samples/s",
+            "twotower": fw_s,
+            "reference": bare_s,
+            "reference_is": "bare PyTorch loop, same parts and batches",
+            "ratio": fw_s / bare_s,
+            "target": "",
+            "epoch_s": median(fw, "epoch_time_s"),
+            "bare_epoch_s": median(bare, "epoch_time_s"),
+            "epoch_ratio": median(fw, "epoch_time_s") / median(bare, "epoch_time_s"),
+            "validation_s_per_epoch": median(fw, "validation_s_per_epoch"),
+            "peak_memory_mib": max(r["peak_mib"] for r in fw),
+            "bare_peak_memory_mib": max(r["peak_mib"] for r in bare),
+            "epochs": epochs,
+            "repeats": {"twotower": fw, "bare": bare, **({"yardstick": yard[0]} if yard else {})},
+        }
+        if yard:
+            yard_s = median(yard[0], "samples_per_s")
+            row |= {
+                "yardstick": yard_s,
+                "yardstick_ratio": fw_s / yard_s,
+                "yardstick_epoch_s": median(yard[0], "epoch_time_s"),
+                "target": ">= 0.85 x yardstick"
+                if kind == "text"
+                else "<= 1.15 x yardstick s/epoch",
             }
-        )
-        print(f"  {rows[-1]['row']}: {fw_s:.0f} vs {bare_s:.0f}", flush=True)
+        rows.append(row)
+        print(f"  {row['row']}: {fw_s:.0f} vs bare {bare_s:.0f}, yardstick {row.get('yardstick')}")
+        if yard and kind == "ml100k":
+            rows.append(validation_yardstick_row(fw, yard[0]))
     return rows
+
+
+def validation_yardstick_row(fw: list[dict], yard: list[dict]) -> dict:
+    """ml-100k full-ranking validation as a run spends it (its validation time per epoch)
+    against the yardstick's pass (every user against every item, training items masked)."""
+    a, b = median(fw, "validation_s_per_epoch"), median(yard, "val_pass_s")
+    return {
+        "row": "ml-100k validation pass inside a run (experiment=ml100k_id): s",
+        "twotower": a,
+        "reference": b,
+        "reference_is": "yardstick id_two_tower.py's pass",
+        "ratio": a / b,
+        "target": "<= 2",
+    }
 
 
 def paired_rows(args, tmp: Path, pairs, base: list[str], what: str) -> list[dict]:
@@ -126,7 +179,9 @@ def paired_rows(args, tmp: Path, pairs, base: list[str], what: str) -> list[dict
         cfg_a = config([*base, *changed], tmp / "a")
         cfg_b = config([*base, *default], tmp / "b")
         ra, rb = interleaved(
-            lambda c=cfg_a: framework_epochs(c), lambda c=cfg_b: framework_epochs(c), args.repeats
+            lambda c=cfg_a: framework_epochs(c),
+            lambda c=cfg_b: framework_epochs(c),
+            repeats=args.repeats,
         )
         a, b = median(ra, "epoch_time_s"), median(rb, "epoch_time_s")
         rows.append(
@@ -155,7 +210,7 @@ def threads_row(args, tmp: Path) -> dict:
         finally:
             torch.set_num_threads(threads)
 
-    ra, rb = interleaved(one_thread, lambda: framework_epochs(cfg), args.repeats)
+    ra, rb = interleaved(one_thread, lambda: framework_epochs(cfg), repeats=args.repeats)
     a, b = median(ra, "epoch_time_s"), median(rb, "epoch_time_s")
     return {
         "row": f"1 torch thread vs {threads} (ml-100k ID): s/epoch",
@@ -189,7 +244,7 @@ def validation_row(args, tmp: Path) -> dict:
         warm["q"] @ warm["d"].T
         return {"s": time.perf_counter() - started}
 
-    ra, rb = interleaved(full, mm, max(args.repeats, 5))
+    ra, rb = interleaved(full, mm, repeats=max(args.repeats, 5))
     a, b = median(ra, "s"), median(rb, "s")
     return {
         "row": "ml-100k full-ranking validation (encode, rank, 15 metrics): s",
@@ -273,7 +328,9 @@ def gflops_row(args, tmp: Path) -> dict:
             fn()
         return {"s": (time.perf_counter() - started) / n}
 
-    ra, rb = interleaved(lambda: timed(step, 5), lambda: timed(lambda: x @ w, 50), args.repeats)
+    ra, rb = interleaved(
+        lambda: timed(step, 5), lambda: timed(lambda: x @ w, 50), repeats=args.repeats
+    )
     achieved = flops / median(ra, "s") / 1e9
     mm = 2 * b * 300 * 300 / median(rb, "s") / 1e9
     return {
@@ -327,7 +384,7 @@ def machine() -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        "# make bench: twotower against a bare loop, torch.mm and faiss",
+        "# make bench: twotower against a bare loop, the yardsticks, torch.mm and faiss",
         "",
         f"`{report['command']}`; {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} "
         f"torch threads; Python {m['python']}, torch {m['torch']}, Lightning "
@@ -345,6 +402,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['row']} | {r['twotower']:.4g} | {r['reference']:.4g} | {r['ratio']:.2f} | "
             f"{r['target']} | {r['reference_is']} |"
         )
+    yard = [r for r in report["rows"] if "yardstick" in r]
+    if yard:
+        lines += [
+            "",
+            "Against the yardsticks (plain PyTorch, no twotower code; ../shared/yardstick):",
+        ]
+        lines += ["", "| row | twotower | yardstick | ratio | target |", "|---|---:|---:|---:|---|"]
+        for r in yard:
+            lines.append(
+                f"| {r['row']} | {r['twotower']:.4g} | {r['yardstick']:.4g} | "
+                f"{r['yardstick_ratio']:.2f} | {r['target']} |"
+            )
     lines += ["", "Training rows, per epoch (training steps only) and memory:", ""]
     lines += [
         "| row | s/epoch | bare s/epoch | ratio | validation s/epoch | peak MiB | bare peak MiB |"
@@ -366,6 +435,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gcide", default="data/gcide")
     parser.add_argument("--search-docs", type=int, default=200_000)
+    parser.add_argument("--ml100k", default="data/ml-100k/ml-100k.inter")
+    parser.add_argument(
+        "--yardstick",
+        type=Path,
+        default=yardstick.DEFAULT_DIR if yardstick.DEFAULT_DIR.is_dir() else None,
+        help="the yardstick scripts' directory (default ../shared/yardstick if present)",
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated row groups: training,negatives,settings,..."
+    )
     return parser.parse_args(argv)
 
 
@@ -375,14 +454,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        rows += training_rows(args, tmp)
-        rows += paired_rows(args, tmp, [(n, o, []) for n, o in NEGATIVES], ML100K, "in_batch")
-        rows += paired_rows(args, tmp, SETTINGS, ML100K, "the default")
-        rows.append(threads_row(args, tmp))
-        rows.append(validation_row(args, tmp))
-        rows += cache_rows(args, tmp)
-        rows.append(gflops_row(args, tmp))
-        rows.append(search_row(args, tmp))
+        groups = {
+            "training": lambda: training_rows(args, tmp),
+            "negatives": lambda: paired_rows(
+                args, tmp, [(n, o, []) for n, o in NEGATIVES], ML100K, "in_batch"
+            ),
+            "settings": lambda: paired_rows(args, tmp, SETTINGS, ML100K, "the default"),
+            "threads": lambda: [threads_row(args, tmp)],
+            "validation": lambda: [validation_row(args, tmp)],
+            "cache": lambda: cache_rows(args, tmp),
+            "gflops": lambda: [gflops_row(args, tmp)],
+            "search": lambda: [search_row(args, tmp)],
+        }
+        only = [g for g in args.only.split(",") if g]
+        unknown = sorted(set(only) - set(groups))
+        if unknown:
+            raise SystemExit(f"--only {','.join(unknown)}: not one of {', '.join(groups)}")
+        for name, group in groups.items():
+            if not only or name in only:
+                rows += group()
     report = {
         "command": "python -m bench.speed " + shlex.join(argv or sys.argv[1:]),
         "machine": machine(),

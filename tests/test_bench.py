@@ -44,9 +44,12 @@ def test_speed_bench_interleaves_and_tabulates_ratios():
 
     calls = []
     a, b = interleaved(
-        lambda: calls.append("a") or {"s": 1.0}, lambda: calls.append("b") or {"s": 3.0}, 3
+        lambda: calls.append("a") or {"s": 1.0}, lambda: calls.append("b") or {"s": 3.0}, repeats=3
     )
     assert calls == ["a", "b", "b", "a", "a", "b"] and median(a, "s") == 1.0
+    calls.clear()
+    interleaved(*(lambda x=x: calls.append(x) or {} for x in "abc"), repeats=2)
+    assert calls == ["a", "b", "c", "c", "b", "a"]
     row = {"row": "x: s", "twotower": 2.0, "reference": 4.0, "reference_is": "bare", "ratio": 0.5,
            "target": "<= 1", "epoch_s": 1.5, "bare_epoch_s": 1.0, "epoch_ratio": 1.5,
            "validation_s_per_epoch": 0.25, "peak_memory_mib": 512,
@@ -58,3 +61,6 @@ def test_speed_bench_interleaves_and_tabulates_ratios():
     text = markdown(report)
     assert "Some CPU, 2 cores" in text and "| x: s | 2 | 4 | 0.50 | <= 1 | bare |" in text
     assert "| x | 1.50 | 1.00 | 1.50 | 0.25 | 512 | 256 |" in text
+    assert "Against the yardsticks" not in text  # no yardstick measured: no such table
+    row |= {"yardstick": 8.0, "yardstick_ratio": 0.25}
+    assert "| x: s | 2 | 8 | 0.25 | <= 1 |" in markdown(report)

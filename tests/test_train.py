@@ -107,8 +107,8 @@ def test_tensorboard_hparams_and_checkpoint(make_cfg, tmp_path):
     assert (tmp_path / "checkpoints").is_dir()
     # Training throughput counts training steps only: the validation inside fit is apart.
     assert result["validation_time_s"] > 0 and result["train_time_s"] > 0
-    fit = result["train_time_s"] + result["validation_time_s"]
-    assert result["fit_time_s"] == pytest.approx(fit)
+    # The fit also writes checkpoints and runs epoch-end hooks: more than the two together.
+    assert result["fit_time_s"] >= result["train_time_s"] + result["validation_time_s"]
     samples_per_s = result["train_samples"] / result["train_time_s"]
     assert result["train_samples_per_s"] == pytest.approx(samples_per_s)
 

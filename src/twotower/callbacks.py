@@ -35,21 +35,27 @@ class ThreadsPerProcess(pl.Callback):
 
 
 class FitStats(pl.Callback):
-    """Training wall time, the part of it spent validating, samples seen (all processes) and
-    the untrained model's metrics; kept in checkpoints, so a resumed run reports its whole."""
+    """Training wall time, the part of it spent in training steps and the part validating,
+    samples seen (all processes) and the untrained model's metrics; kept in checkpoints, so a
+    resumed run reports its whole.
+
+    ``train_seconds`` sums each training batch's time from the end of the one before (or the
+    epoch's start, or a validation's end): loading, step and step hooks, not the validation,
+    checkpoint writes or other epoch-end work that ``seconds`` (the whole fit) also holds.
+    """
 
     def __init__(self) -> None:
         self.samples = 0
-        self.seconds = 0.0
-        self.val_seconds = 0.0
+        self.seconds = self.train_seconds = self.val_seconds = 0.0
         self.untrained: dict[str, float] = {}
-        self._start = self._val_start = self._before = 0.0
+        self._start = self._val_start = self._before = self._mark = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self._start if self._start else 0.0
         return {
             "samples": self.samples,
             "seconds": self._before + elapsed,
+            "train_seconds": self.train_seconds,
             "val_seconds": self.val_seconds,
             "untrained": dict(self.untrained),
         }
@@ -57,12 +63,20 @@ class FitStats(pl.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.samples, self.val_seconds = state["samples"], state["val_seconds"]
         self._before, self.untrained = state["seconds"], dict(state["untrained"])
+        # checkpoints from before train_seconds: the fit less its validation
+        self.train_seconds = state.get("train_seconds", state["seconds"] - state["val_seconds"])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mark = time.perf_counter()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += len(batch["doc_id"]) * trainer.world_size
+        now = time.perf_counter()
+        self.train_seconds += now - self._mark
+        self._mark = now
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._val_start = time.perf_counter()
@@ -70,17 +84,19 @@ class FitStats(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # not the validations before and after fit
             self.val_seconds += time.perf_counter() - self._val_start
+            self._mark = time.perf_counter()  # a validation inside an epoch is not training
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds = self._before + time.perf_counter() - self._start
 
     def totals(self) -> dict[str, float]:
-        """``samples``, ``seconds`` and ``val_seconds`` of the fit so far.
+        """``samples``, ``seconds``, ``train_seconds`` and ``val_seconds`` of the fit so far.
 
         Take them right after ``fit``: a later ``validate`` or ``test`` with ``ckpt_path``
         restores this callback's state from that checkpoint (the best epoch's counts).
         """
-        return {"samples": self.samples, "seconds": self.seconds, "val_seconds": self.val_seconds}
+        names = ("samples", "seconds", "train_seconds", "val_seconds")
+        return {name: getattr(self, name) for name in names}
 
 
 class ModelSummary(RichModelSummary):

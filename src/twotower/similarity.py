@@ -70,9 +70,9 @@ class Similarity(nn.Module):
         return F.normalize(x, dim=-1) if self.kind == "cosine" else x
 
     def forward(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        q, d = self.prepare(q), self.prepare(d)
+        # gamma scales the (B, D) queries, not the (B, N) scores: one pass over B x D values
+        # instead of two (forward and backward) over B x N.
+        q, d = self.scale * self.prepare(q), self.prepare(d)
         if d.dim() == 2:
-            scores = q @ d.T  # (B, N)
-        else:
-            scores = torch.einsum("bd,bcd->bc", q, d)  # (B, C)
-        return self.scale * scores
+            return q @ d.T  # (B, N)
+        return torch.einsum("bd,bcd->bc", q, d)  # (B, C)

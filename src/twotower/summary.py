@@ -112,11 +112,11 @@ def run_result(
             taken when ``fit`` returned.
     """
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    train_s = fit["seconds"] - fit["val_seconds"]  # training steps only
+    train_s = fit["train_seconds"]  # training batches only (FitStats)
     return {
         "metrics": {k: float(v) for k, v in metrics.items()},
         "wall_time_s": time.perf_counter() - started,
-        # fit_time_s = train_time_s + validation_time_s (the full-corpus ranking inside fit)
+        # the whole fit: training, validation (the full-corpus ranking), checkpoint writes
         "fit_time_s": fit["seconds"],
         "train_time_s": train_s,
         "epoch_time_s": train_s / max(1, fit["epochs"]),

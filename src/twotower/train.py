@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
+from twotower.allocator import keep_freed_memory
 from twotower.build import build_for_data, check_parts, instantiate
 from twotower.callbacks import FitStats, early_stopping
 from twotower.checkpoint import read_tokenizer
@@ -35,6 +36,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resume = resume_target(cfg.get("ckpt_path"))
     ckpt_path = str(resume.ckpt) if resume else cfg.get("ckpt_path")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    keep_freed_memory(cfg.get("malloc_heap_mib") or 0)
 
     # A resumed run continues with the vocabulary its checkpoint's embeddings index.
     tokenizer = read_tokenizer(ckpt_path) if ckpt_path else instantiate(cfg.tokenizer, "tokenizer")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from twotower.errors import check
@@ -56,17 +57,16 @@ class ListwiseSoftmaxLoss(Loss):
     @staticmethod
     def rows(scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
         """The mean over rows with a relevant candidate of -log softmax(relevant)."""
-        relevant = mask & (labels > 0)  # (B, C)
-        weights = torch.where(relevant, labels, 0.0)  # (B, C)
-        total = weights.sum(1)  # (B,)
-        has_pos = total > 0  # rows with no relevant candidate are skipped
-        # -log p+ = logsumexp(valid scores) - score+ (weighted over graded positives), without
-        # the (B, C) log-softmax. Masked scores become the dtype's lowest finite value, not
-        # -inf: exp gives exactly 0 either way, and a row with no valid candidate stays
-        # finite (its logsumexp would be -inf and its gradient NaN). masked_fill also gives
-        # masked scores exactly zero gradient, whatever their value (inf included).
-        logits = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # (B, C)
-        lse = torch.logsumexp(logits, dim=1)  # (B,)
-        positive = (weights * logits).sum(1) / total.clamp(min=1e-12)  # (B,)
-        row_losses = torch.where(has_pos, lse - positive, 0.0)  # (B,)
-        return row_losses.sum() / has_pos.sum().clamp(min=1)
+        invalid = ~mask  # (B, C)
+        weights = labels.clamp(min=0).masked_fill(invalid, 0.0)  # (B, C) valid relevance
+        total = weights.sum(1, keepdim=True)  # (B, 1)
+        has_pos = total.squeeze(1) > 0  # rows with no relevant candidate add 0 and not count
+        # -log p+ (weighted over graded positives) = cross-entropy against the target
+        # distribution weights / total: one fused log-softmax kernel. Masked scores become the
+        # dtype's lowest finite value, not -inf: exp gives exactly 0 either way, a row with no
+        # valid candidate stays finite, and 0 x that value is 0 (0 x -inf would be NaN).
+        # masked_fill gives masked scores exactly zero gradient, whatever their value.
+        logits = scores.masked_fill(invalid, torch.finfo(scores.dtype).min)  # (B, C)
+        target = (weights / total.clamp(min=1e-12)).to(logits.dtype)  # (B, C): rows sum to 1 or 0
+        loss = F.cross_entropy(logits, target, reduction="sum")
+        return loss / has_pos.sum().clamp(min=1)

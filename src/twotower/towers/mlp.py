@@ -18,6 +18,7 @@ from twotower.towers.base import (
     check_sizes,
     dense,
     maybe_normalize,
+    present_bags,
 )
 
 
@@ -91,6 +92,6 @@ class MLPTower(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         B = tokens.shape[0]
-        h = self.bag(tokens.reshape(B, -1)) + self.bag_bias  # (B, hidden_sizes[0])
+        h = present_bags(self.bag, tokens.reshape(B, -1)) + self.bag_bias  # (B, hidden_sizes[0])
         out = self.layers(self.bag_activation(h))  # (B, output_dim)
         return maybe_normalize(out, self.normalize)

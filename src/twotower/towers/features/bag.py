@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from twotower.towers.base import present_bags
 from twotower.towers.features.categorical import init_embedding
 
 POOLINGS = ("mean", "sum", "max")
@@ -56,5 +57,4 @@ class BagEncoder(nn.Module):
                 w = w / counts.clamp(min=1)[:, None]
             bags = weight.new_zeros(ids.shape[0], len(weight)).scatter_add_(1, ids, w)
             return bags @ weight  # (B, dim); empty rows 0
-        # Flat ids with offsets, pads dropped: the 2-D form would look every pad up.
-        return self.bag(ids[present], counts.cumsum(0) - counts)  # (B, dim); empty rows 0
+        return present_bags(self.bag, ids)  # (B, dim); empty rows 0
