@@ -196,3 +196,32 @@ def test_fit_statistics_count_the_whole_fit_when_the_best_epoch_is_not_the_last(
     assert result["train_samples_per_s"] == pytest.approx(
         result["train_samples"] / result["train_time_s"]
     )
+
+
+def test_eval_rows_false_ranks_alone(make_cfg):
+    with_rows = train(make_cfg("trainer.max_epochs=2", "~logger"))["metrics"]
+    alone = train(make_cfg("trainer.max_epochs=2", "data.eval_rows=false", "~logger"))["metrics"]
+    rows = {k for k in with_rows if "/batch/" in k or k.endswith(("/loss", "/accuracy"))}
+    assert rows and set(alone) == set(with_rows) - rows
+    # The untrained model ranks the same corpus the same way. (The trained ones differ: each
+    # DataLoader draws its base seed from torch's generator, so one loader fewer shifts the
+    # training shuffle that follows.)
+    untrained = [k for k in alone if k.startswith("untrained/")]
+    assert {k: alone[k] for k in untrained} == pytest.approx(
+        {k: with_rows[k] for k in untrained}, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["scheduler=plateau"], "model.scheduler_monitor='val/loss'"),
+        (["optimized_metric=val/batch/mrr@10"], "optimized_metric='val/batch/mrr@10'"),
+    ],
+)
+def test_a_watched_rows_metric_without_rows_is_a_config_error(make_cfg, overrides, key):
+    from twotower.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.eval_rows=false skips") as e:
+        train(make_cfg(*overrides, "data.eval_rows=false", "~logger"))
+    assert str(e.value).startswith(key)

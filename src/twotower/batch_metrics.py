@@ -19,11 +19,10 @@ from twotower.negatives import Candidates
 def per_query(cands: Candidates, recall_at: list[int], mrr_at: int = 10) -> dict[str, torch.Tensor]:
     """Per-query ``recall@k`` (share of the relevant candidates in the top k) and ``mrr@k``
     (reciprocal rank of the first relevant candidate, 0 beyond k); each ``(B,)``."""
-    scores = cands.scores.detach().masked_fill(~cands.mask, float("-inf"))
-    relevant = (cands.labels > 0) & cands.mask  # (B, C)
+    scores, relevant = _ranked(cands)
     depth = min(max([*recall_at, mrr_at]), scores.shape[1])
     top = scores.topk(depth, dim=1).indices  # (B, depth)
-    hits = relevant.gather(1, top) & cands.mask.gather(1, top)  # (B, depth)
+    hits = relevant.gather(1, top)  # (B, depth); relevant is False where masked
     n_relevant = relevant.sum(1).clamp(min=1)
     out = {f"recall@{k}": hits[:, :k].sum(1) / n_relevant for k in recall_at}
     ranks = torch.arange(1, depth + 1, device=scores.device, dtype=scores.dtype)
@@ -32,16 +31,26 @@ def per_query(cands: Candidates, recall_at: list[int], mrr_at: int = 10) -> dict
     return out
 
 
+def _ranked(cands: Candidates) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, C)`` scores with invalid candidates at -inf, and the valid relevant ones."""
+    scores = cands.scores.detach().masked_fill(~cands.mask, float("-inf"))
+    return scores, (cands.labels > 0) & cands.mask
+
+
 def rankable(cands: Candidates) -> torch.Tensor:
     """``(B,)`` float: the query has a relevant candidate and something to rank it against."""
     relevant = (cands.labels > 0) & cands.mask
-    return (relevant.any(1) & (cands.mask & ~relevant).any(1)).float()
+    return _rankable(cands, relevant)
+
+
+def _rankable(cands: Candidates, relevant: torch.Tensor) -> torch.Tensor:
+    # something else valid: more valid candidates than relevant ones
+    return (relevant.any(1) & (cands.mask.sum(1) > relevant.sum(1))).float()
 
 
 def top1_accuracy(cands: Candidates) -> torch.Tensor:
     """``(B,)`` float: the top-scored valid candidate is relevant (the seeds' accuracy)."""
-    scores = cands.scores.detach().masked_fill(~cands.mask, float("-inf"))
-    relevant = (cands.labels > 0) & cands.mask
+    scores, relevant = _ranked(cands)
     return relevant.gather(1, scores.argmax(1, keepdim=True)).squeeze(1).float()
 
 
@@ -54,9 +63,11 @@ class Accuracy(MeanMetric):
     """
 
     def update(self, cands: Candidates) -> None:  # type: ignore[override]
-        weight = rankable(cands)
+        scores, relevant = _ranked(cands)
+        weight = _rankable(cands, relevant)
         if weight.sum() > 0:  # labelled rows (one candidate each) have nothing to rank
-            super().update(top1_accuracy(cands), weight)
+            top1 = relevant.gather(1, scores.argmax(1, keepdim=True)).squeeze(1).float()
+            super().update(top1, weight)
 
 
 class RankingMetrics(nn.Module):

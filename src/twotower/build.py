@@ -230,10 +230,31 @@ def check_tokenizer(cfg: DictConfig, tokenizer) -> None:
             )
 
 
+def check_monitors(cfg: DictConfig, eval_rows: bool) -> None:
+    """A watched metric that validation will not log (``data.eval_rows=false`` logs no
+    ``val/loss``) is a config error now, not a crash at the end of the first epoch."""
+    if eval_rows:
+        return
+    watched = {"optimized_metric": cfg.get("optimized_metric")}
+    scheduler = OmegaConf.select(cfg, "scheduler._target_") or ""
+    if scheduler.endswith("ReduceLROnPlateau"):
+        watched["model.scheduler_monitor"] = OmegaConf.select(cfg, "model.scheduler_monitor")
+    for key, metric in watched.items():
+        name = str(metric or "").split("/", 1)[-1]
+        if name in ("loss", "accuracy") or name.startswith("batch/"):
+            raise ConfigError(
+                key,
+                metric,
+                "is a metric of the validation rows, which data.eval_rows=false skips: watch a "
+                "full-ranking metric (val/ndcg@10) or set data.eval_rows=true",
+            )
+
+
 def build_for_data(cfg: DictConfig, datamodule) -> TwoTowerModule:
     """The module for training on ``datamodule`` (set up): checked against its rows' format and
     batch size, its negatives bound to the training data."""
     check_tokenizer(cfg, datamodule.tokenizer)
+    check_monitors(cfg, datamodule.eval_rows)
     inputs = {side: datamodule.tower_inputs(side) for side in ("query", "doc")}
     module = build_module(
         cfg, inputs, datamodule.tokenizer.state_dict(), data_format=datamodule.train_format

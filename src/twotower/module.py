@@ -257,14 +257,16 @@ class TwoTowerModule(pl.LightningModule):
         # runs with different negatives, losses and device counts compare.
         ranked = score_in_batch(q, d, batch, self.similarity, global_batch=False)
         self.eval_ranking[stage].update(ranked)
-        kw = {"batch_size": n, "add_dataloader_idx": False}
-        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=stage == "val", **kw)
-        self.log(f"{stage}/accuracy", self.eval_accuracy[stage], **kw)
-        for name, metric in self.eval_ranking[stage].items():
-            self.log(f"{stage}/batch/{name}", metric, **kw)
 
-    def _rank_corpus(self, stage: str) -> None:
-        """Rank the whole corpus for the split's judged queries and log the metrics."""
+    def _end_eval(self, stage: str) -> None:
+        """Log the rows' epoch means (one ``self.log`` each, not one per batch: a call costs
+        about 1 ms), then rank the whole corpus for the split's judged queries."""
+        if self.eval_loss[stage].update_called:  # data.eval_rows=false: no rows were scored
+            kw = {"add_dataloader_idx": False}
+            self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=stage == "val", **kw)
+            self.log(f"{stage}/accuracy", self.eval_accuracy[stage], **kw)
+            for name, metric in self.eval_ranking[stage].items():
+                self.log(f"{stage}/batch/{name}", metric, **kw)
         if self.trainer.sanity_checking:
             self.evaluator.reset()
             return
@@ -286,13 +288,13 @@ class TwoTowerModule(pl.LightningModule):
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._rank_corpus("val")
+        self._end_eval("val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx=0):
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._rank_corpus("test")
+        self._end_eval("test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer(params=self.parameters())

@@ -91,7 +91,8 @@ class RecBoleDataModule(RetrievalDataModule):
             (its features are missing; counted and logged).
         threshold: ``{field: minimum}``: keep the interactions with ``field >= minimum``.
         field_separator, seq_separator: RecBole's separators of fields and of sequence values.
-        batch_size, eval_batch_size, shuffle_train, unique_in_batch, num_workers, seed: see
+        batch_size, eval_batch_size, shuffle_train, unique_in_batch, num_workers, seed,
+            eval_rows: see
             :class:`~twotower.data.base.RetrievalDataModule`.
 
     After :meth:`setup`: ``users`` and ``corpus`` (the items) are feature stores, ``user_ids``
@@ -127,6 +128,7 @@ class RecBoleDataModule(RetrievalDataModule):
         unique_in_batch: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        eval_rows: bool = True,
     ):
         super().__init__(
             tokenizer,
@@ -137,6 +139,7 @@ class RecBoleDataModule(RetrievalDataModule):
             unique_in_batch=unique_in_batch,
             num_workers=num_workers,
             seed=seed,
+            eval_rows=eval_rows,
         )
         strings = {
             "dir": dir,
