@@ -158,18 +158,28 @@ def training_rows(args, tmp: Path) -> list[dict]:
     return rows
 
 
+def ratio_row(row: str, a: float, b: float, reference_is: str, target: str = "") -> dict:
+    """One row of the table: twotower's figure ``a`` against the reference's ``b``."""
+    return {
+        "row": row,
+        "twotower": a,
+        "reference": b,
+        "reference_is": reference_is,
+        "ratio": a / b,
+        "target": target,
+    }
+
+
 def validation_yardstick_row(fw: list[dict], yard: list[dict]) -> dict:
     """ml-100k full-ranking validation as a run spends it (its validation time per epoch)
     against the yardstick's pass (every user against every item, training items masked)."""
-    a, b = median(fw, "validation_s_per_epoch"), median(yard, "val_pass_s")
-    return {
-        "row": "ml-100k validation pass inside a run (experiment=ml100k_id): s",
-        "twotower": a,
-        "reference": b,
-        "reference_is": "yardstick id_two_tower.py's pass",
-        "ratio": a / b,
-        "target": "<= 2",
-    }
+    return ratio_row(
+        "ml-100k validation pass inside a run (experiment=ml100k_id): s",
+        median(fw, "validation_s_per_epoch"),
+        median(yard, "val_pass_s"),
+        "yardstick id_two_tower.py's pass",
+        "<= 2",
+    )
 
 
 def paired_rows(args, tmp: Path, pairs, base: list[str], what: str) -> list[dict]:
@@ -211,15 +221,12 @@ def threads_row(args, tmp: Path) -> dict:
             torch.set_num_threads(threads)
 
     ra, rb = interleaved(one_thread, lambda: framework_epochs(cfg), repeats=args.repeats)
-    a, b = median(ra, "epoch_time_s"), median(rb, "epoch_time_s")
-    return {
-        "row": f"1 torch thread vs {threads} (ml-100k ID): s/epoch",
-        "twotower": a,
-        "reference": b,
-        "reference_is": f"{threads} threads",
-        "ratio": a / b,
-        "target": "",
-    }
+    return ratio_row(
+        f"1 torch thread vs {threads} (ml-100k ID): s/epoch",
+        median(ra, "epoch_time_s"),
+        median(rb, "epoch_time_s"),
+        f"{threads} threads",
+    )
 
 
 def validation_row(args, tmp: Path) -> dict:
@@ -245,15 +252,13 @@ def validation_row(args, tmp: Path) -> dict:
         return {"s": time.perf_counter() - started}
 
     ra, rb = interleaved(full, mm, repeats=max(args.repeats, 5))
-    a, b = median(ra, "s"), median(rb, "s")
-    return {
-        "row": "ml-100k full-ranking validation (encode, rank, 15 metrics): s",
-        "twotower": a,
-        "reference": b,
-        "reference_is": "torch.mm of the same vectors",
-        "ratio": a / b,
-        "target": "<= 0.05 s",
-    }
+    return ratio_row(
+        "ml-100k full-ranking validation (encode, rank, 15 metrics): s",
+        median(ra, "s"),
+        median(rb, "s"),
+        "torch.mm of the same vectors",
+        "<= 0.05 s",
+    )
 
 
 def cache_rows(args, tmp: Path) -> list[dict]:
