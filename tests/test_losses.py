@@ -319,3 +319,26 @@ def test_symmetric_listwise_softmax_by_hand():
     assert got.item() == pytest.approx(((row0 + row1) / 2 + (col0 + col1) / 2) / 2, abs=1e-5)
     with pytest.raises(ConfigError, match="symmetric"):
         ListwiseSoftmaxLoss(symmetric="yes")
+
+
+def test_one_valid_positive_a_row_takes_class_indices_with_the_same_value():
+    from twotower.losses.listwise_softmax import single_positive
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(5, 7, generator=g)
+    rows, cols = torch.arange(5), torch.tensor([0, 3, 6, 2, 2])
+    labels = torch.zeros(5, 7)
+    labels[rows, cols] = torch.tensor([1.0, 2.0, 1.0, 1.0, 3.0])  # grades: still one-hot targets
+    mask = torch.rand(5, 7, generator=g) > 0.3
+    mask[rows, cols] = True
+    log_p = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+    assert torch.equal(single_positive(labels, mask), cols)
+    torch.testing.assert_close(
+        ListwiseSoftmaxLoss()(scores, labels, mask), -log_p[rows, cols].mean()
+    )
+    # A masked positive leaves its row without one: the weighted path, which skips the row.
+    mask[0, 0] = False
+    assert single_positive(labels, mask) is None
+    log_p = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+    expected = -log_p[rows[1:], cols[1:]].mean()
+    torch.testing.assert_close(ListwiseSoftmaxLoss()(scores, labels, mask), expected)

@@ -58,15 +58,30 @@ class ListwiseSoftmaxLoss(Loss):
     def rows(scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
         """The mean over rows with a relevant candidate of -log softmax(relevant)."""
         invalid = ~mask  # (B, C)
+        # Masked scores become the dtype's lowest finite value, not -inf: exp gives exactly 0
+        # either way, a row with no valid candidate stays finite, and 0 x that value is 0
+        # (0 x -inf would be NaN). masked_fill gives masked scores exactly zero gradient.
+        logits = scores.masked_fill(invalid, torch.finfo(scores.dtype).min)  # (B, C)
+        positive = single_positive(labels, mask)  # (B,) or None
+        if positive is not None:  # one valid positive a row: class indices, no (B, C) target
+            return F.cross_entropy(logits, positive)
+        # -log p+ weighted over graded positives = cross-entropy against the target
+        # distribution weights / total.
         weights = labels.clamp(min=0).masked_fill(invalid, 0.0)  # (B, C) valid relevance
         total = weights.sum(1, keepdim=True)  # (B, 1)
         has_pos = total.squeeze(1) > 0  # rows with no relevant candidate add 0 and not count
-        # -log p+ (weighted over graded positives) = cross-entropy against the target
-        # distribution weights / total: one fused log-softmax kernel. Masked scores become the
-        # dtype's lowest finite value, not -inf: exp gives exactly 0 either way, a row with no
-        # valid candidate stays finite, and 0 x that value is 0 (0 x -inf would be NaN).
-        # masked_fill gives masked scores exactly zero gradient, whatever their value.
-        logits = scores.masked_fill(invalid, torch.finfo(scores.dtype).min)  # (B, C)
         target = (weights / total.clamp(min=1e-12)).to(logits.dtype)  # (B, C): rows sum to 1 or 0
         loss = F.cross_entropy(logits, target, reduction="sum")
         return loss / has_pos.sum().clamp(min=1)
+
+
+def single_positive(labels: Tensor, mask: Tensor) -> Tensor | None:
+    """``(B,)`` the column of each row's one relevant candidate when every row has exactly
+    one and it is valid (its target distribution is then one-hot, whatever its grade); else
+    ``None``. Labels are relevance grades, >= 0."""
+    if not len(labels) or not bool((labels.count_nonzero(1) == 1).all()):
+        return None
+    column = labels.argmax(1)  # (B,) the one nonzero grade
+    rows = torch.arange(len(labels), device=labels.device)
+    ok = mask[rows, column].all() & (labels[rows, column] > 0).all()
+    return column if bool(ok) else None
