@@ -49,7 +49,8 @@ def test_an_overflow_under_a_gradient_scaler_is_a_skipped_step():
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=1))
     # The first step overflowed and was skipped (the scale halved); the others trained.
     assert module.scales == [2.0**16, 2.0**15, 2.0**15]
-    assert any(not torch.equal(p, b) for p, b in zip(module.parameters(), before, strict=True))
+    changed = [(p - b).abs().max() > 1e-6 for p, b in zip(module.parameters(), before, strict=True)]
+    assert any(changed)  # the steps after the skipped one trained
 
 
 def stub_trainer(scaler: torch.amp.GradScaler | None) -> SimpleNamespace:
