@@ -67,13 +67,16 @@ def test_a_data_error_leaves_no_run_directory_and_keeps_the_users_files(tmp_path
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"twotower: data error: {bad}:3:")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.tsv"]
-    # A run directory the user named keeps what was in it before.
+    # A run directory the user named keeps what was in it before, an earlier log included.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "mine" / "train.log").write_text("an earlier run's log\n")
     args = ["data=pairs", f"data.train={bad}", f"data.val={bad}", "hydra.run.dir=mine"]
     done = run("train", *args, cwd=tmp_path, check=False)
     assert done.returncode == 2
-    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    kept = sorted(p.name for p in (tmp_path / "mine").iterdir())
+    assert kept in (["notes.txt", "train.log"], [".hydra", "notes.txt", "train.log"])
+    assert (tmp_path / "mine" / "train.log").read_text().startswith("an earlier run's log")
 
 
 # Lines a plain run printed before they were silenced at their source (twotower.console, the

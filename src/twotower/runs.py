@@ -154,16 +154,20 @@ def config_subdir(ckpt_path: str | None) -> str:
 
 @contextmanager
 def nothing_left_on_error(out_dir: str | Path, fresh: bool = True) -> Iterator[None]:
-    """On a config or data error, remove what this command wrote into ``out_dir`` (Hydra's
-    ``.hydra/`` and log file among it), then the directory if that leaves it empty.
+    """On a config or data error, remove what this command wrote into ``out_dir``, then the
+    directory if that leaves it empty.
 
-    A typo then leaves no run directory behind (nor an empty ``outputs/``). What was in
-    ``out_dir`` before Hydra made this run's files is kept; a resumed run (``fresh=False``)
-    keeps everything.
+    A typo then leaves no run directory behind (nor an empty ``outputs/``). A directory that
+    held only Hydra's ``.hydra/`` and log file when the command began is this run's own, and
+    goes whole; in one that held anything else (``hydra.run.dir`` named a directory of the
+    user's) only the entries made since are removed, Hydra's files kept, since they may be an
+    earlier run's. A resumed run (``fresh=False``) keeps everything.
     """
     out = Path(out_dir)
-    ours = {out / ".hydra", *out.glob("*.log")}  # Hydra wrote them just before the command ran
-    before = (set(out.iterdir()) - ours) if out.is_dir() else set()
+    hydra = {out / ".hydra", *out.glob("*.log")}
+    before = set(out.iterdir()) if out.is_dir() else set()
+    if not before - hydra:  # nothing but what Hydra wrote for this command
+        before = set()
     try:
         yield
     except (ConfigError, DataError):
